@@ -1,0 +1,3 @@
+module cfrbench
+
+go 1.27
