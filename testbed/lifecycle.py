@@ -27,13 +27,17 @@ PREFIX_BYTES = 2  # "cb" + 4 hex digits: short enough for interface names (IFNAM
 
 
 def _proc_starttime(pid: int) -> int | None:
-    """Kernel start time of a process (clock ticks since boot): tells a live pid from a reused one."""
+    """Kernel start time of a live process (clock ticks since boot), None if it is gone.
+
+    The start time tells a live pid from a reused one; a zombie counts as gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # comm may contain spaces and parentheses; fields after the last ')' are fixed.
     fields = stat[stat.rfind(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
     return int(fields[19])
 
 
@@ -264,13 +268,15 @@ def remove_run_resources(state: RunState) -> list[str]:
         problems += delete_netns(netns)
     for tmp in state.tmpdirs:
         shutil.rmtree(tmp, ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        state_path(state.prefix).unlink()
+    for suffix in (".log", ".ready", ".json"):  # the detached controller's log, then the state
+        with contextlib.suppress(FileNotFoundError):
+            (state_dir() / f"{state.prefix}{suffix}").unlink()
     return problems
 
 
-def clean(prefixes: list[str] | None = None, *, include_live: bool = False) -> list[tuple[str, str]]:
-    """Remove recorded runs. By default only runs whose controller is gone (crashed or killed).
+def clean(prefixes: list[str] | None = None, *,
+          include_live: bool = False) -> list[tuple[str, str]]:
+    """Remove recorded runs; by default only those whose controller is gone (crash, kill).
 
     Returns (prefix, outcome) pairs for reporting.
     """

@@ -1,0 +1,439 @@
+"""`cfrbench`: the command line of the testbed.
+
+Exit status: 0 success, 1 a run failed, 2 a usage error (bad parameter, unknown name,
+malformed file, not root). Usage errors are detected before anything is created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from testbed import lifecycle, paths
+from testbed.errors import CfrbenchError, EnvironmentProblem, RunStateError, UsageError
+from testbed.scenario import (
+    ECH_MODES,
+    MECHANISMS,
+    POLICIES,
+    Scenario,
+    load_scenario,
+    with_link_override,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on usage errors already; keep its message to one clear line."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"cfrbench: {message} (see '{self.prog} --help')\n")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+# -- scenario options shared by up / cli / run -------------------------------------------------
+def add_scenario_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scenario (defaults < --scenario file < these options)")
+    g.add_argument("--scenario", metavar="FILE", help="TOML scenario file")
+    g.add_argument("--topology", help="topology name (default isp_cdn)")
+    g.add_argument("--subscribers", type=int, help="subscriber hosts (namespaces), 1-250")
+    g.add_argument("--population", type=int,
+                   help="subscribers carried by the population host, 0-30000")
+    g.add_argument("--access-delay", type=float, metavar="MS", help="one-way access delay")
+    g.add_argument("--wan-delay", type=float, metavar="MS", help="one-way edge-to-CDN delay")
+    g.add_argument("--detour-delay", type=float, metavar="MS",
+                   help="extra one-way delay of the detour to relay providers")
+    g.add_argument("--link-emulation", choices=MECHANISMS, help="delay mechanism")
+    g.add_argument("--ech-mode", choices=ECH_MODES, help="front door mode")
+    g.add_argument("--policy", choices=POLICIES, help="relay policy on the ISP edge")
+
+
+def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    scenario = load_scenario(args.scenario) if args.scenario else Scenario()
+    if args.topology is not None:
+        scenario = replace(scenario, topology=args.topology)
+    if args.subscribers is not None:
+        scenario = replace(scenario, subscribers=args.subscribers)
+    if args.population is not None:
+        scenario = replace(scenario, population=args.population)
+    if args.access_delay is not None:
+        scenario = with_link_override(scenario, "access", delay_ms=args.access_delay)
+    if args.wan_delay is not None:
+        scenario = with_link_override(scenario, "wan", delay_ms=args.wan_delay)
+    if args.detour_delay is not None:
+        if args.detour_delay < 0:
+            from testbed.errors import ParameterError
+
+            raise ParameterError("detour-delay", args.detour_delay, "a number >= 0")
+        scenario = with_link_override(scenario, "detour", delay_ms=args.detour_delay / 2)
+    if args.link_emulation:
+        scenario = replace(scenario, mechanism=args.link_emulation)
+    if args.ech_mode:
+        scenario = replace(scenario, ech_mode=args.ech_mode)
+    if args.policy:
+        scenario = replace(scenario, policy=args.policy)
+    return scenario.validate()
+
+
+_SCENARIO_OPTIONS = ("topology", "subscribers", "population", "access_delay", "wan_delay",
+                     "detour_delay", "link_emulation", "ech_mode", "policy")
+
+
+def scenario_argv(args: argparse.Namespace) -> list[str]:
+    """The scenario options as arguments, to re-invoke ourselves (detached controller)."""
+    argv: list[str] = []
+    if args.scenario:
+        argv += ["--scenario", str(Path(args.scenario).resolve())]
+    for name in _SCENARIO_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    return argv
+
+
+def require_root() -> None:
+    if sys.platform != "linux":
+        raise EnvironmentProblem(f"cfrbench needs Linux network namespaces; this is "
+                                 f"{sys.platform}")
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("this command needs root (network namespaces); "
+                                 "run it with sudo")
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_probe(args: argparse.Namespace) -> int:
+    from testbed.probe import probe_json, run_probe
+
+    checks = run_probe()
+    data = probe_json(checks)
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0 if data["usable"] else 1
+    from rich.table import Table
+
+    table = Table(title=f"cfrbench probe (kernel {data['kernel']})")
+    for col in ("capability", "verdict", "detail"):
+        table.add_column(col)
+    style = {"ok": "green", "missing": "red", "fallback": "yellow"}
+    for c in checks:
+        verdict = c.verdict if c.required or c.verdict == "ok" else f"{c.verdict} (optional)"
+        table.add_row(c.name, f"[{style[c.verdict]}]{verdict}[/]", c.detail)
+    console = _console()
+    console.print(table)
+    console.print(f"link emulation: [bold]{data['link_emulation']}[/]; "
+                  f"testbed usable: [bold]{'yes' if data['usable'] else 'NO'}[/]")
+    return 0 if data["usable"] else 1
+
+
+def _print_network(net, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"network {net.registry.prefix} ({net.mechanism} link emulation, "
+                        f"up in {net.timings.get('up_s', 0):.1f} s)")
+    for col in ("node", "role", "namespace", "IPv4", "IPv6"):
+        table.add_column(col)
+    for name, info in net.info.items():
+        v4, v6 = net.primary_addresses(name)
+        extra = ""
+        if info.role == "population":
+            n = sum(1 for a in next(iter(info.addresses.values())) if ":" not in a)
+            extra = f" (+{n - 1} more)"
+        table.add_row(name, info.role, info.netns, f"{v4}{extra}", str(v6))
+    console.print(table)
+
+
+def _serve_network(scenario: Scenario, prefix: str | None, ready_file: str | None,
+                   interactive: bool) -> int:
+    """Bring the network up and keep it until SIGTERM/SIGINT (foreground or detached)."""
+    from testbed.network import Network
+
+    console = _console()
+    stop = {"flag": False}
+
+    def _on_signal(signum, frame):  # noqa: ARG001
+        stop["flag"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    registry = lifecycle.RunRegistry("up", prefix=prefix)
+    net = Network(scenario, registry)
+    try:
+        net.start()
+        registry.set_info(ready=True)
+        if ready_file:
+            Path(ready_file).write_text(registry.prefix)
+        if interactive:
+            _print_network(net, console)
+            console.print(f"network [bold]{registry.prefix}[/] is up; "
+                          f"'cfrbench exec NODE -- CMD' runs commands in it; Ctrl-C stops it.")
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        problems = net.stop()
+        if interactive:
+            console.print(f"network {registry.prefix} is down "
+                          f"({net.timings.get('down_s', 0):.1f} s)")
+        for p in problems:
+            print(f"cfrbench: teardown: {p}", file=sys.stderr)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    scenario = scenario_from_args(args)
+    require_root()
+    if not args.detach:
+        return _serve_network(scenario, None, None, interactive=True)
+    prefix = lifecycle.new_prefix()
+    paths.STATE_DIR.mkdir(parents=True, exist_ok=True)
+    log = paths.STATE_DIR / f"{prefix}.log"
+    ready = paths.STATE_DIR / f"{prefix}.ready"
+    argv = [sys.executable, "-m", "testbed.cli", "_serve", "--prefix", prefix,
+            "--ready-file", str(ready), *scenario_argv(args)]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=str(paths.REPO_ROOT))
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        if proc.poll() is not None:
+            sys.stderr.write(log.read_text(errors="replace")[-2000:])
+            raise CfrbenchError(f"the network controller exited with {proc.returncode} "
+                                f"before the network was up (log: {log})")
+        if time.monotonic() > deadline:
+            raise CfrbenchError(f"network not up after 120 s (log: {log})")
+        time.sleep(0.05)
+    ready.unlink()
+    state = lifecycle.load_run(prefix)
+    console = _console()
+    console.print(f"network [bold]{prefix}[/] is up in the background "
+                  f"(controller pid {state.controller_pid}); nodes: "
+                  f"{', '.join(state.info['network']['nodes'])}")
+    console.print(f"  cfrbench exec s1 -- ping -c3 fd      cfrbench cli      "
+                  f"cfrbench down {prefix}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    scenario = scenario_from_args(args)
+    require_root()
+    return _serve_network(scenario, args.prefix, args.ready_file, interactive=False)
+
+
+def _running_network(prefix: str | None) -> lifecycle.RunState:
+    runs = [r for r in lifecycle.list_runs()
+            if r.kind == "up" and r.controller_alive() and r.info.get("ready")]
+    if prefix:
+        for r in runs:
+            if r.prefix == prefix:
+                return r
+        raise RunStateError(f"no running network {prefix!r}; running: "
+                            f"{', '.join(r.prefix for r in runs) or 'none'}")
+    if not runs:
+        raise RunStateError("no network is running; start one with 'cfrbench up --detach'")
+    if len(runs) > 1:
+        raise UsageError("several networks are running (" + ", ".join(r.prefix for r in runs)
+                         + "); name one with --run PREFIX")
+    return runs[0]
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    require_root()
+    run = _running_network(args.prefix)
+    os.kill(run.controller_pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while lifecycle.state_path(run.prefix).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if lifecycle.state_path(run.prefix).exists():
+        for prefix, outcome in lifecycle.clean([run.prefix], include_live=True):
+            print(f"{prefix}: {outcome}")
+    print(f"network {run.prefix} is down")
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    require_root()
+    report = lifecycle.clean(args.prefixes or None, include_live=args.all)
+    if not report:
+        print("nothing to clean: no runs are recorded")
+    for prefix, outcome in report:
+        print(f"{prefix}: {outcome}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:  # noqa: ARG001
+    runs = lifecycle.list_runs()
+    if not runs:
+        print("no runs recorded")
+    for r in runs:
+        state = "running" if r.controller_alive() else "controller gone (cfrbench clean)"
+        print(f"{r.prefix}  {r.kind:5}  {time.strftime('%H:%M:%S', time.localtime(r.created))}"
+              f"  {len(r.netns):3} namespaces  {state}")
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    require_root()
+    run = _running_network(args.run)
+    nodes = run.info.get("network", {}).get("nodes", {})
+    if args.node not in nodes:
+        raise UsageError(f"unknown node {args.node!r}; nodes: {', '.join(nodes)}")
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise UsageError("exec needs a command: cfrbench exec NODE -- CMD [ARGS...]")
+    os.execvp("ip", ["ip", "netns", "exec", nodes[args.node]["netns"], *command])
+    return 127  # not reached
+
+
+def cmd_cli(args: argparse.Namespace) -> int:
+    require_root()
+    from mininet.cli import CLI
+    from mininet.log import setLogLevel
+
+    setLogLevel("info")
+    runs = [r for r in lifecycle.list_runs()
+            if r.kind == "up" and r.controller_alive() and r.info.get("ready")]
+    if runs or args.run:
+        from testbed.attach import attached_mininet, detach_all
+
+        run = _running_network(args.run)
+        nodes = run.info["network"]["nodes"]
+        spec = {}
+        for name, info in nodes.items():
+            addrs = [a for k, v in info["addresses"].items() for a in v if ":" not in a]
+            lo = [a for a in info["addresses"].get("lo", []) if ":" not in a]
+            spec[name] = (info["netns"], (lo or addrs or [None])[0].split("/")[0]
+                          if (lo or addrs) else None)
+        mn = attached_mininet(spec)
+        print(f"attached to network {run.prefix}; 'exit' leaves it running")
+        try:
+            CLI(mn)
+        finally:
+            detach_all(mn)
+        return 0
+    # No network running: bring one up for the session, like `mn`.
+    from testbed.network import Network
+
+    scenario = scenario_from_args(args)
+    with lifecycle.run_registry("up") as registry, Network(scenario, registry) as net:
+        _print_network(net, _console())
+        CLI(net.mn)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    scenario = scenario_from_args(args)
+    from testbed.mainjob import run_main_job
+
+    require_root()
+    return run_main_job(scenario, profile=args.profile, benchmarks=args.benchmarks,
+                        out_dir=args.out)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from benchmarks.report import render_report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "results.json").is_file():
+        raise UsageError(f"{run_dir} is not a run directory (no results.json)")
+    outputs = render_report(run_dir)
+    print(f"report re-rendered from {run_dir / 'raw'}: {outputs}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ci.gate import main_compare
+
+    return main_compare([args.baseline, args.current, *(["--tolerances", args.tolerances]
+                                                          if args.tolerances else [])])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cfrbench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("probe", help="what this machine can do (table, or --json)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("up", help="bring the default topology up (foreground, or --detach)")
+    add_scenario_options(p)
+    p.add_argument("--detach", action="store_true", help="keep it running until 'down'")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("_serve", help=argparse.SUPPRESS)
+    add_scenario_options(p)
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--ready-file")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("down", help="stop a network started with 'up --detach'")
+    p.add_argument("prefix", nargs="?")
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("clean", help="remove what crashed or killed runs left behind")
+    p.add_argument("prefixes", nargs="*", metavar="PREFIX")
+    p.add_argument("--all", action="store_true", help="also stop runs that are still running")
+    p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("list", help="recorded runs")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("exec", help="run a command in a node: exec NODE -- CMD...")
+    p.add_argument("--run", metavar="PREFIX")
+    p.add_argument("node")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("cli", help="Mininet CLI on the running network (or a new one)")
+    p.add_argument("--run", metavar="PREFIX")
+    add_scenario_options(p)
+    p.set_defaults(func=cmd_cli)
+
+    p = sub.add_parser("run", help="the main job: benchmarks on the default topology")
+    add_scenario_options(p)
+    p.add_argument("benchmarks", nargs="*", metavar="BENCHMARK")
+    p.add_argument("--profile", default="quick")
+    p.add_argument("--out", metavar="DIR", help="results directory (default results/<run-id>)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="re-render a report from a run's raw records")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="regression gate: compare BASELINE CURRENT")
+    p.add_argument("baseline")
+    p.add_argument("current")
+    p.add_argument("--tolerances")
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CfrbenchError as exc:
+        print(f"cfrbench: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("cfrbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

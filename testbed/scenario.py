@@ -1,0 +1,230 @@
+"""Scenario parameters: topology size, per-link emulation, services, relay policy.
+
+A scenario comes from defaults, then an optional TOML file, then CLI overrides, in that
+order. Every value is validated here, before anything is created, so a bad parameter is
+reported as one line naming it and its allowed range (exit 2) and leaves no trace.
+Stdlib only (imported by the Mininet topology under the system Python).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from testbed.errors import ParameterError, UsageError
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10 (Ubuntu 22.04)
+    import tomli as tomllib  # type: ignore[no-redef]
+
+MECHANISMS = ("auto", "netem", "delayline")
+ECH_MODES = ("shared", "split")
+POLICIES = ("route", "cgn", "nptv6", "cfr-flow", "cfr-epoch")
+LINK_CLASSES = ("access", "aggregation", "wan", "cdn", "detour")
+MAX_SUBSCRIBER_HOSTS = 250  # one namespace each
+MAX_POPULATION = 30000
+MAX_DELAY_MS = 10_000.0
+MAX_RATE_MBIT = 100_000.0
+
+
+@dataclass(frozen=True)
+class LinkClassParams:
+    """Emulation applied to every link of one class, the same in both directions unless the
+    *_up/*_down variants are given (up = towards the Internet)."""
+
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+    rate_mbit: float | None = None
+    queue_packets: int = 1000
+    delay_up_ms: float | None = None
+    delay_down_ms: float | None = None
+    rate_up_mbit: float | None = None
+    rate_down_mbit: float | None = None
+
+    def direction(self, up: bool) -> dict[str, Any]:
+        """Parameters of one direction (keyword arguments of DirectionSpec)."""
+        delay = self.delay_up_ms if up else self.delay_down_ms
+        rate = self.rate_up_mbit if up else self.rate_down_mbit
+        return {
+            "delay_ms": self.delay_ms if delay is None else delay,
+            "jitter_ms": self.jitter_ms,
+            "loss_pct": self.loss_pct,
+            "rate_mbit": self.rate_mbit if rate is None else rate,
+            "queue_packets": self.queue_packets,
+        }
+
+
+DEFAULT_LINKS: dict[str, LinkClassParams] = {
+    "access": LinkClassParams(delay_ms=2.0),
+    "aggregation": LinkClassParams(),
+    "wan": LinkClassParams(delay_ms=10.0),
+    "cdn": LinkClassParams(),
+    # The detour to an off-path relay provider: a leaf link crossed twice (in and out), so
+    # its one-way delay is half the extra one-way delay the detour adds to a path.
+    "detour": LinkClassParams(delay_ms=7.5),
+}
+
+
+TOPOLOGIES = ("isp_cdn",)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    topology: str = "isp_cdn"
+    subscribers: int = 4
+    population: int = 200
+    origins: int = 1
+    providers: int = 2
+    links: dict[str, LinkClassParams] = field(default_factory=lambda: dict(DEFAULT_LINKS))
+    mechanism: str = "auto"
+    ech_mode: str = "shared"
+    policy: str = "route"
+    address_blocks: dict[str, str] = field(default_factory=dict)
+    seed: int = 1
+
+    @property
+    def detour_extra_ms(self) -> float:
+        """Extra one-way delay a path through a relay provider pays versus the direct path."""
+        link = self.links["detour"]
+        return link.direction(True)["delay_ms"] + link.direction(False)["delay_ms"]
+
+    def validate(self) -> Scenario:
+        _choice("topology", self.topology, TOPOLOGIES)
+        _int_range("subscribers", self.subscribers, 1, MAX_SUBSCRIBER_HOSTS)
+        _int_range("population", self.population, 0, MAX_POPULATION)
+        _int_range("origins", self.origins, 1, 16)
+        _int_range("providers", self.providers, 0, 4)
+        _choice("link_emulation", self.mechanism, MECHANISMS)
+        _choice("ech_mode", self.ech_mode, ECH_MODES)
+        _choice("policy", self.policy, POLICIES)
+        for name, params in self.links.items():
+            _choice("link class", name, LINK_CLASSES)
+            _validate_link(name, params)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every parameter, for result metadata."""
+        return {
+            "topology": self.topology,
+            "subscribers": self.subscribers,
+            "population": self.population,
+            "origins": self.origins,
+            "providers": self.providers,
+            "links": {k: _link_dict(v) for k, v in self.links.items()},
+            "link_emulation": self.mechanism,
+            "ech_mode": self.ech_mode,
+            "policy": self.policy,
+            "address_blocks": dict(self.address_blocks),
+            "seed": self.seed,
+        }
+
+
+def _link_dict(p: LinkClassParams) -> dict[str, Any]:
+    return {f.name: getattr(p, f.name) for f in fields(p)}
+
+
+def _int_range(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ParameterError(name, value, f"an integer from {lo} to {hi}")
+
+
+def _float_range(name: str, value: Any, lo: float, hi: float) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not lo <= value <= hi:
+        raise ParameterError(name, value, f"a number from {lo:g} to {hi:g}")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ParameterError(name, value, "one of " + ", ".join(allowed))
+
+
+def _validate_link(cls: str, p: LinkClassParams) -> None:
+    for attr in ("delay_ms", "jitter_ms", "delay_up_ms", "delay_down_ms"):
+        v = getattr(p, attr)
+        if v is not None:
+            _float_range(f"{cls}.{attr}", v, 0.0, MAX_DELAY_MS)
+    _float_range(f"{cls}.loss_pct", p.loss_pct, 0.0, 100.0)
+    for attr in ("rate_mbit", "rate_up_mbit", "rate_down_mbit"):
+        v = getattr(p, attr)
+        if v is not None:
+            _float_range(f"{cls}.{attr}", v, 0.001, MAX_RATE_MBIT)
+    _int_range(f"{cls}.queue_packets", p.queue_packets, 1, 1_000_000)
+
+
+_TOP_KEYS = {"topology", "links", "emulation", "ech", "relay", "addressing", "seed"}
+_TOPOLOGY_KEYS = {"name", "subscribers", "population", "origins", "providers"}
+_LINK_KEYS = {f.name for f in fields(LinkClassParams)}
+
+
+def _check_keys(where: str, table: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise UsageError(f"scenario: [{where}] must be a table")
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise UsageError(
+            f"scenario: unknown key(s) {', '.join(unknown)} in [{where}]; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+    return table
+
+
+def scenario_from_mapping(data: dict[str, Any], base: Scenario | None = None) -> Scenario:
+    """Apply a parsed TOML document on top of `base` (defaults when None) and validate."""
+    scenario = base or Scenario()
+    _check_keys("top level", data, _TOP_KEYS)
+    topo = dict(_check_keys("topology", data.get("topology", {}), _TOPOLOGY_KEYS))
+    if "name" in topo:
+        topo["topology"] = topo.pop("name")
+    scenario = replace(scenario, **topo)
+    links = dict(scenario.links)
+    for name, table in _check_keys("links", data.get("links", {}), set(LINK_CLASSES)).items():
+        table = _check_keys(f"links.{name}", table, _LINK_KEYS)
+        links[name] = replace(links.get(name, LinkClassParams()), **table)
+    scenario = replace(scenario, links=links)
+    emulation = _check_keys("emulation", data.get("emulation", {}), {"mechanism"})
+    if "mechanism" in emulation:
+        scenario = replace(scenario, mechanism=emulation["mechanism"])
+    ech = _check_keys("ech", data.get("ech", {}), {"mode"})
+    if "mode" in ech:
+        scenario = replace(scenario, ech_mode=ech["mode"])
+    relay = _check_keys("relay", data.get("relay", {}), {"policy"})
+    if "policy" in relay:
+        scenario = replace(scenario, policy=relay["policy"])
+    blocks = data.get("addressing", {})
+    if not isinstance(blocks, dict) or not all(isinstance(v, str) for v in blocks.values()):
+        raise UsageError("scenario: [addressing] must map block names to prefixes (strings)")
+    if blocks:
+        scenario = replace(scenario, address_blocks={**scenario.address_blocks, **blocks})
+    if "seed" in data:
+        scenario = replace(scenario, seed=data["seed"])
+        _int_range("seed", scenario.seed, 0, 2**32 - 1)
+    return scenario.validate()
+
+
+def load_scenario(path: str | Path, base: Scenario | None = None) -> Scenario:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"scenario file {path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"scenario file {path}: malformed TOML: {exc}") from None
+    try:
+        return scenario_from_mapping(data, base)
+    except TypeError as exc:  # a wrong type reached a dataclass constructor
+        raise UsageError(f"scenario file {path}: {exc}") from None
+
+
+def with_link_override(scenario: Scenario, link_class: str, **changes: Any) -> Scenario:
+    """A copy with one link class changed (used by CLI options such as --wan-delay)."""
+    _choice("link class", link_class, LINK_CLASSES)
+    links = dict(scenario.links)
+    links[link_class] = replace(links[link_class], **changes)
+    return replace(scenario, links=links).validate()

@@ -1,0 +1,77 @@
+"""Connectivity and delay checks on a running network: every host pair over IPv4 and IPv6,
+and round-trip times on the main paths against what the scenario configures."""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+from dataclasses import dataclass
+
+from testbed.graph import expected_rtt_ms
+from testbed.network import Network
+
+RTT_RE = re.compile(r"time=([0-9.]+) ms")
+
+
+@dataclass
+class PingAllResult:
+    family: int
+    pairs: int
+    failures: list[tuple[str, str]]
+
+
+def ping_all(net: Network, family: int, hosts: list[str] | None = None) -> PingAllResult:
+    """Ping every other host from every host (sources in parallel, targets in sequence)."""
+    hosts = hosts or net.hosts()
+    targets = {h: net.primary_addresses(h)[0 if family == 4 else 1] for h in hosts}
+    procs = {}
+    for src in hosts:
+        script = "\n".join(
+            f"ping -{family} -n -c1 -W3 {targets[dst]} >/dev/null 2>&1 || "
+            f"ping -{family} -n -c1 -W3 {targets[dst]} >/dev/null 2>&1 || echo FAIL {dst}"
+            for dst in hosts if dst != src
+        )
+        procs[src] = subprocess.Popen(net[src].command(["sh", "-c", script]),
+                                      stdout=subprocess.PIPE, text=True)
+    failures = []
+    for src, proc in procs.items():
+        out, _ = proc.communicate(timeout=300)
+        failures += [(src, line.split()[1]) for line in out.splitlines()
+                     if line.startswith("FAIL")]
+    return PingAllResult(family, len(hosts) * (len(hosts) - 1), failures)
+
+
+@dataclass
+class RttRow:
+    src: str
+    dst: str
+    family: int
+    configured_ms: float
+    median_ms: float
+    p99_ms: float
+    samples: int
+
+
+def rtt_table(net: Network, pairs: list[tuple[str, str]], count: int = 30,
+              interval_s: float = 0.02) -> list[RttRow]:
+    jobs = []
+    for src, dst in pairs:
+        for family in (4, 6):
+            addr = net.primary_addresses(dst)[0 if family == 4 else 1]
+            argv = net[src].command(["ping", f"-{family}", "-n", "-i", str(interval_s), "-c",
+                                     str(count + 3), "-W", "3", addr])
+            jobs.append((src, dst, family, subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                                            text=True)))
+    rows = []
+    for src, dst, family, proc in jobs:
+        out, _ = proc.communicate(timeout=120)
+        rtts = sorted(float(x) for x in RTT_RE.findall(out)[3:])
+        configured = expected_rtt_ms(net.graph, src, dst)
+        if rtts:
+            p99 = rtts[min(len(rtts) - 1, int(round(0.99 * (len(rtts) - 1))))]
+            rows.append(RttRow(src, dst, family, configured, statistics.median(rtts), p99,
+                               len(rtts)))
+        else:
+            rows.append(RttRow(src, dst, family, configured, float("nan"), float("nan"), 0))
+    return rows
