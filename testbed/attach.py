@@ -53,6 +53,21 @@ class AttachedNode(Node):
     def IP(self, intf: object = None) -> str | None:  # noqa: N802 - Mininet API
         return self._attached_ip
 
+    def defaultIntf(self) -> _AddressOnly:  # noqa: N802 - Mininet API
+        """The CLI replaces node names in commands with defaultIntf().updateIP()."""
+        return _AddressOnly(self._attached_ip)
+
+
+class _AddressOnly:
+    """Just enough of a Mininet Intf for the CLI's name-to-address substitution."""
+
+    def __init__(self, ip: str | None) -> None:
+        self.ip = ip
+        self.name = "attached"
+
+    def updateIP(self) -> str | None:  # noqa: N802 - Mininet API
+        return self.ip
+
 
 def attached_mininet(nodes: dict[str, tuple[str, str | None]]) -> Mininet:
     """A Mininet object holding attached nodes: {name: (netns, primary IPv4)}."""

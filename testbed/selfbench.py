@@ -1,0 +1,94 @@
+"""Benchmarks of the testbed itself: time to bring networks up and down, and the accuracy
+and throughput of link emulation. Figures are reported, never asserted (shared machines).
+
+    .venv/bin/python -m testbed.selfbench [--repeat 3] [--scale 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import replace
+
+from rich.console import Console
+from rich.table import Table
+
+from testbed.calibration import calibrate
+from testbed.lifecycle import RunRegistry
+from testbed.network import Network
+from testbed.scenario import Scenario, with_link_override
+
+
+def time_up_down(scenario: Scenario) -> tuple[float, float]:
+    t0 = time.monotonic()
+    net = Network(scenario, RunRegistry("bench")).start()
+    up = time.monotonic() - t0
+    t1 = time.monotonic()
+    net.stop()
+    return up, time.monotonic() - t1
+
+
+def iperf_mbit(net: Network, server: str, client: str, seconds: int = 5) -> float:
+    addr = net.primary_addresses(server)[0]
+    srv = net[server].spawn(["iperf3", "-s", "-1", "-B", addr], label="iperf3-server")
+    try:
+        time.sleep(0.3)
+        out = net[client].run(["iperf3", "-c", addr, "-t", str(seconds), "-J", "-O", "1"],
+                              timeout=seconds + 30).stdout
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        srv.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scale", type=int, default=100, help="subscriber namespaces")
+    args = parser.parse_args()
+    console = Console()
+    rows: list[tuple[str, str]] = []
+
+    ups, downs = zip(*(time_up_down(Scenario()) for _ in range(args.repeat)), strict=True)
+    rows.append(("default topology up (s, median)", f"{statistics.median(ups):.2f}"))
+    rows.append(("default topology down (s, median)", f"{statistics.median(downs):.2f}"))
+    up, down = time_up_down(replace(Scenario(), subscribers=args.scale, population=0))
+    rows.append((f"{args.scale} subscriber namespaces up (s)", f"{up:.2f}"))
+    rows.append((f"{args.scale} subscriber namespaces down (s)", f"{down:.2f}"))
+
+    # 10 ms one-way on the WAN link only: the delay line's error and its throughput.
+    scenario = replace(Scenario(), population=0, subscribers=1)
+    scenario = with_link_override(scenario, "access", delay_ms=0.0)
+    net = Network(scenario, RunRegistry("bench")).start()
+    try:
+        cal = {c.link_class: c for c in calibrate(net, count=1000, interval_s=0.005)}
+        wan = cal["wan"]
+        rows.append(("delay line 10 ms one-way: RTT median error (ms)",
+                     f"{wan.error_median_ms:.3f}"))
+        rows.append(("delay line 10 ms one-way: RTT p99 error (ms)", f"{wan.error_p99_ms:.3f}"))
+        rows.append(("TCP through the 10 ms delay line (Mbit/s)",
+                     f"{iperf_mbit(net, 'fd', 's1'):.0f}"))
+    finally:
+        net.stop()
+    scenario = with_link_override(scenario, "wan", delay_ms=0.0)
+    net = Network(scenario, RunRegistry("bench")).start()
+    try:
+        rows.append(("delay lines in path with no delay configured",
+                     str(len(net.delay_nodes()) - len([lk for lk in net.graph.links
+                                                       if lk.spec.needs_delay()]))))
+        rows.append(("TCP with no delay configured (plain veth, Mbit/s)",
+                     f"{iperf_mbit(net, 'fd', 's1'):.0f}"))
+    finally:
+        net.stop()
+
+    table = Table(title="testbed self-benchmark")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

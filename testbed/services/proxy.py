@@ -1,0 +1,73 @@
+"""Off-path forward proxies (tinyproxy, HTTP CONNECT): the relays a user would otherwise
+pick. A single proxy on one relay-provider node, or two chained (ingress forwards to
+egress), the shape of multi-hop privacy relays. They tunnel TLS; they never terminate it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from testbed.addressing import ALLOWED_V4, ALLOWED_V6
+from testbed.errors import EnvironmentProblem, NetworkError
+from testbed.node import ManagedProcess, NetnsNode
+
+PROXY_PORT = 3128
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent.parent / "templates"),
+    undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+)
+
+
+def render_config(prefix: str, port: int = PROXY_PORT, upstream: str | None = None,
+                  log_file: str | None = None, max_clients: int = 2000) -> str:
+    """tinyproxy.conf: only addresses of the testbed's plan may use it (not an open proxy)."""
+    return _TEMPLATES.get_template("tinyproxy.conf.j2").render(
+        prefix=prefix, port=port, listen=None, upstream=upstream, log_file=log_file,
+        log_level="Warning", max_clients=max_clients,
+        allow=[str(n) for n in (*ALLOWED_V4, *ALLOWED_V6)],
+    )
+
+
+@dataclass
+class Proxy:
+    node: NetnsNode
+    address: str  # IPv4 service address clients connect to
+    process: ManagedProcess
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.address}:{PROXY_PORT}"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def _wait_listening(node: NetnsNode, address: str, port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = node.run(["ss", "-Hltn", f"sport = :{port}"], check=False).stdout
+        if out.strip():
+            return
+        time.sleep(0.05)
+    raise NetworkError(f"proxy on {node.name} not listening on {address}:{port}")
+
+
+def start_proxy(node: NetnsNode, address: str, workdir: Path, prefix: str,
+                upstream: str | None = None) -> Proxy:
+    """Start tinyproxy in `node`; with `upstream` it forwards CONNECTs to that proxy."""
+    if not shutil.which("tinyproxy"):
+        raise EnvironmentProblem("tinyproxy is not installed: run 'make setup'")
+    socket.inet_aton(address)  # an IPv4 literal, or a clear ValueError
+    conf = workdir / f"tinyproxy-{node.name}.conf"
+    log = workdir / f"tinyproxy-{node.name}.log"
+    conf.write_text(render_config(prefix, upstream=upstream, log_file=str(log)))
+    proc = node.spawn(["tinyproxy", "-d", "-c", str(conf)], label="tinyproxy",
+                      log=workdir / f"tinyproxy-{node.name}.out")
+    _wait_listening(node, address, PROXY_PORT)
+    return Proxy(node, address, proc)
