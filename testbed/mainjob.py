@@ -1,8 +1,10 @@
-"""The main job (`make run` / `cfrbench run`): bring the default topology up, probe and
-calibrate it, check connectivity and delays, run the benchmarks, write the report.
+"""The main job (`make run` / `cfrbench run`): probe the machine, bring the default topology
+up and check it (calibration, every host pair over IPv4 and IPv6, RTTs), run the benchmarks
+with every path interleaved on one network, analyse, and write the report.
 
-Phases print progress; every phase's output lands in `results/<run-id>/`, raw records
-under `raw/`, so the analysis can be re-run offline.
+Everything lands in `results/<run-id>/`: results.json (schema-versioned, with provenance),
+report.md/report.html with PNG plots, raw records under raw/ so the analysis can be re-run
+offline (`cfrbench report RUN_DIR`).
 """
 
 from __future__ import annotations
@@ -19,15 +21,14 @@ from rich.table import Table
 from testbed import lifecycle, paths
 from testbed.calibration import calibrate
 from testbed.calibration import summary as calibration_summary
-from testbed.errors import CfrbenchError, ParameterError
+from testbed.errors import CfrbenchError
 from testbed.network import Network
 from testbed.probe import probe_json, run_probe
 from testbed.scenario import Scenario
 from testbed.smoke import ping_all, rtt_table
 
-PROFILES = ("quick", "full", "tiny")
-# Calibration must not silently run with the wrong delay: beyond this median error the
-# run fails instead of reporting figures measured on a mis-emulated network.
+# A run must not report figures from a mis-emulated network: beyond this median error on
+# any delayed link the calibration fails the run.
 CALIBRATION_MAX_MEDIAN_ERROR_MS = 1.0
 
 
@@ -43,101 +44,110 @@ def rtt_pairs(net: Network) -> list[tuple[str, str]]:
     return pairs
 
 
+def preflight(net: Network, console: Console) -> tuple[dict, bool]:
+    """Calibration, reachability of every host pair (v4 and v6), RTT on the main paths."""
+    cal = calibrate(net)
+    bad = [c for c in cal if not c.samples or c.error_median_ms > CALIBRATION_MAX_MEDIAN_ERROR_MS]
+    pings = [ping_all(net, 4), ping_all(net, 6)]
+    rows = rtt_table(net, rtt_pairs(net))
+    _print_preflight(console, cal, pings, rows)
+    ok = not bad and not any(p.failures for p in pings)
+    if bad:
+        console.print(f"[red]calibration failed on {', '.join(c.link for c in bad)}[/]")
+    data = {"calibration": calibration_summary(cal),
+            "connectivity": [asdict(p) for p in pings],
+            "rtt": [asdict(r) for r in rows],
+            "timings": dict(net.timings)}
+    return data, ok
+
+
 def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[str] | None = None,
-                 out_dir: str | None = None) -> int:
-    if profile not in PROFILES:
-        raise ParameterError("profile", profile, ", ".join(PROFILES))
+                 out_dir: str | None = None, seed: int = 1) -> int:
+    from benchmarks.definitions import load_benchmarks
+    from benchmarks.provenance import collect_provenance
+    from benchmarks.report import render_report
+    from benchmarks.results import finalize_run
+    from benchmarks.runner import DEFAULT_BENCHMARKS, outcome_dict, run_benchmarks
+
+    names = list(benchmarks) if benchmarks else list(DEFAULT_BENCHMARKS)
+    load_benchmarks(names, profile)  # unknown benchmark or profile: exit 2 before anything
     console = Console(highlight=False)
     run_id = new_run_id()
     run_dir = Path(out_dir) if out_dir else paths.RESULTS_DIR / run_id
     (run_dir / "raw").mkdir(parents=True, exist_ok=True)
-    results: dict = {"schema_version": 1, "run_id": run_id, "created": time.time(),
-                     "profile": profile, "parameters": scenario.to_dict()}
+    started = time.monotonic()
 
-    console.rule(f"cfrbench run {run_id} (profile {profile})")
+    console.rule(f"cfrbench run {run_id} (profile {profile}: {', '.join(names)})")
     console.print("[1/5] probing this machine")
     probe = probe_json(run_probe())
-    results["probe"] = probe
     if not probe["usable"]:
         missing = [k for k, c in probe["checks"].items()
                    if c["required"] and c["verdict"] == "missing"]
         raise CfrbenchError(f"this machine lacks required capabilities: {', '.join(missing)} "
                             "(see 'cfrbench probe')")
-
-    failed = False
     with lifecycle.run_registry("run", info={"run_dir": str(run_dir)}) as registry:
-        console.print(f"[2/5] bringing up the topology (run prefix {registry.prefix})")
+        console.print(f"[2/5] default topology up and checked (run prefix {registry.prefix})")
         with Network(scenario, registry) as net:
-            results["network"] = {"mechanism": net.mechanism, "timings": dict(net.timings),
-                                  "nodes": len(net.info), "delay_nodes": len(net.delay_nodes())}
-            console.print(f"      up in {net.timings['up_s']:.1f} s, {len(net.info)} nodes, "
-                          f"{len(net.delay_nodes())} delay lines ({net.mechanism})")
-            console.print("[3/5] calibrating link emulation")
-            cal = calibrate(net)
-            results["link_emulation"] = {"mechanism": net.mechanism,
-                                         "calibration": calibration_summary(cal)}
-            bad = [c for c in cal if not c.samples
-                   or c.error_median_ms > CALIBRATION_MAX_MEDIAN_ERROR_MS]
-            if bad:
-                failed = True
-                console.print(f"[red]calibration failed on {', '.join(c.link for c in bad)}[/]")
-            console.print("[4/5] connectivity (every host pair, IPv4 and IPv6) and RTTs")
-            pings = [ping_all(net, 4), ping_all(net, 6)]
-            results["connectivity"] = [asdict(p) for p in pings]
-            rows = rtt_table(net, rtt_pairs(net))
-            results["rtt"] = [asdict(r) for r in rows]
-            if any(p.failures for p in pings):
-                failed = True
-        results["network"]["timings"].update(net.timings)
-    (run_dir / "raw" / "calibration.json").write_text(
-        json.dumps([asdict(c) for c in cal], indent=1))
-    console.print("[5/5] writing results")
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    _write_report(run_dir, results, cal, pings, rows)
-    _print_summary(console, cal, pings, rows)
-    console.print(f"results: {run_dir / 'results.json'}   report: {run_dir / 'report.md'}")
-    return 1 if failed else 0
+            console.print(f"      up in {net.timings['up_s']:.1f} s: {len(net.info)} nodes, "
+                          f"{len(net.delay_nodes())} links emulated by {net.mechanism}")
+            pre, pre_ok = preflight(net, console)
+        (run_dir / "raw" / "preflight.json").write_text(json.dumps(pre, indent=1))
+        if not pre_ok:
+            raise CfrbenchError(f"pre-flight checks failed; see {run_dir / 'raw/preflight.json'}")
+        console.print("[3/5] benchmarks (paths interleaved in randomized order)")
+        outcome = run_benchmarks(scenario, names, profile, run_dir, registry, console, seed)
+    console.print("[4/5] analysis")
+    link_emulation = {"mechanism": outcome.mechanism or net.mechanism,
+                      "calibration": _calibration_for_schema(pre["calibration"])}
+    provenance = collect_provenance(probe=probe, link_emulation=link_emulation)
+    finalize_run(run_dir, outcome.definitions, run_id=run_id, profile=profile, seed=seed,
+                 provenance=provenance,
+                 parameters={"scenario": scenario.to_dict(), "runner": outcome_dict(outcome),
+                             "preflight": pre},
+                 leak_check={})
+    console.print("[5/5] report")
+    out = render_report(run_dir, reanalyse=False, console=console)
+    minutes = (time.monotonic() - started) / 60
+    console.print(f"\n{outcome.samples} samples ({outcome.failed_samples} failed) in "
+                  f"{minutes:.1f} min.  results: {run_dir / 'results.json'}")
+    console.print(f"report: {out['markdown']}  {out['html']}  ({len(out['plots'])} plots)")
+    return 0 if outcome.failed_samples == 0 else 1
+
+
+def _calibration_for_schema(cal: dict) -> dict:
+    """The provenance calibration block: worst link's configured/measured and errors."""
+    links = [c for c in cal["links"] if c["samples"]]
+    worst = max(links, key=lambda c: c["error_median_ms"], default=None)
+    return {
+        "configured_ms": worst["configured_rtt_ms"] if worst else None,
+        "measured_ms": worst["measured_median_ms"] if worst else None,
+        "error_median_ms": cal["worst_error_median_ms"],
+        "error_p99_ms": cal["worst_error_p99_ms"],
+        "links": cal["links"],
+    }
 
 
 def _fmt(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:.2f}"
 
 
-def _print_summary(console: Console, cal, pings, rows) -> None:
-    table = Table(title="link emulation calibration (round trip)")
-    for col in ("link", "class", "configured ms", "median ms", "p99 ms", "median error ms"):
+def _print_preflight(console: Console, cal, pings, rows) -> None:
+    table = Table(title="link emulation calibration (round trip, ms)")
+    for col in ("link", "class", "configured", "median", "p99", "median error"):
         table.add_column(col, justify="right")
     for c in cal:
-        table.add_row(c.link, c.link_class, _fmt(c.configured_rtt_ms), _fmt(c.measured_median_ms),
-                      _fmt(c.measured_p99_ms), _fmt(c.error_median_ms))
+        table.add_row(c.link, c.link_class, _fmt(c.configured_rtt_ms),
+                      _fmt(c.measured_median_ms), _fmt(c.measured_p99_ms),
+                      _fmt(c.error_median_ms))
     console.print(table)
     for p in pings:
-        verdict = "[green]all reachable[/]" if not p.failures else f"[red]{len(p.failures)} " \
-                  f"failed: {p.failures[:5]}[/]"
-        console.print(f"pingall IPv{p.family}: {p.pairs} pairs, {verdict}")
-    table = Table(title="round-trip times on the main paths")
-    for col in ("path", "IP", "configured ms", "median ms", "p99 ms"):
+        verdict = "[green]all reachable[/]" if not p.failures else \
+            f"[red]{len(p.failures)} failed: {p.failures[:5]}[/]"
+        console.print(f"pingall IPv{p.family}: {p.pairs} host pairs, {verdict}")
+    table = Table(title="round-trip times on the main paths (ms)")
+    for col in ("path", "IP", "configured", "median", "p99"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(f"{r.src} -> {r.dst}", f"v{r.family}", _fmt(r.configured_ms),
                       _fmt(r.median_ms), _fmt(r.p99_ms))
     console.print(table)
-
-
-def _write_report(run_dir: Path, results: dict, cal, pings, rows) -> None:
-    lines = [f"# cfrbench run {results['run_id']}", "",
-             f"Profile `{results['profile']}`, link emulation "
-             f"`{results['link_emulation']['mechanism']}`.", "",
-             "## Link emulation calibration", "",
-             "| link | class | configured RTT ms | measured median ms | p99 ms | median error ms |",
-             "|---|---|---:|---:|---:|---:|"]
-    lines += [f"| {c.link} | {c.link_class} | {_fmt(c.configured_rtt_ms)} | "
-              f"{_fmt(c.measured_median_ms)} | {_fmt(c.measured_p99_ms)} | "
-              f"{_fmt(c.error_median_ms)} |" for c in cal]
-    lines += ["", "## Connectivity", ""]
-    lines += [f"- IPv{p.family}: {p.pairs} host pairs, {len(p.failures)} failures" for p in pings]
-    lines += ["", "## Round-trip times", "", "| path | IP | configured ms | median ms | p99 ms |",
-              "|---|---|---:|---:|---:|"]
-    lines += [f"| {r.src} -> {r.dst} | v{r.family} | {_fmt(r.configured_ms)} | "
-              f"{_fmt(r.median_ms)} | {_fmt(r.p99_ms)} |" for r in rows]
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n")

@@ -18,6 +18,9 @@ from testbed.errors import EnvironmentProblem, NetworkError
 from testbed.node import ManagedProcess, NetnsNode
 
 PROXY_PORT = 3128
+# CONNECT is allowed to HTTPS, to the proxy port (clients may chain providers) and to
+# iperf3's port (throughput benchmarks tunnel iperf3 through the proxy).
+CONNECT_PORTS = (443, PROXY_PORT, 5201)
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent.parent / "templates"),
     undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
@@ -29,7 +32,7 @@ def render_config(prefix: str, port: int = PROXY_PORT, upstream: str | None = No
     """tinyproxy.conf: only addresses of the testbed's plan may use it (not an open proxy)."""
     return _TEMPLATES.get_template("tinyproxy.conf.j2").render(
         prefix=prefix, port=port, listen=None, upstream=upstream, log_file=log_file,
-        log_level="Warning", max_clients=max_clients,
+        log_level="Warning", max_clients=max_clients, connect_ports=CONNECT_PORTS,
         allow=[str(n) for n in (*ALLOWED_V4, *ALLOWED_V6)],
     )
 
@@ -40,9 +43,11 @@ class Proxy:
     address: str  # IPv4 service address clients connect to
     process: ManagedProcess
 
+    port: int = PROXY_PORT
+
     @property
     def endpoint(self) -> str:
-        return f"{self.address}:{PROXY_PORT}"
+        return f"{self.address}:{self.port}"
 
     def stop(self) -> None:
         self.process.stop()
@@ -59,15 +64,16 @@ def _wait_listening(node: NetnsNode, address: str, port: int, timeout: float = 1
 
 
 def start_proxy(node: NetnsNode, address: str, workdir: Path, prefix: str,
-                upstream: str | None = None) -> Proxy:
-    """Start tinyproxy in `node`; with `upstream` it forwards CONNECTs to that proxy."""
+                upstream: str | None = None, port: int = PROXY_PORT) -> Proxy:
+    """Start tinyproxy in `node` on `port`; with `upstream` it forwards CONNECTs there."""
     if not shutil.which("tinyproxy"):
         raise EnvironmentProblem("tinyproxy is not installed: run 'make setup'")
     socket.inet_aton(address)  # an IPv4 literal, or a clear ValueError
-    conf = workdir / f"tinyproxy-{node.name}.conf"
-    log = workdir / f"tinyproxy-{node.name}.log"
-    conf.write_text(render_config(prefix, upstream=upstream, log_file=str(log)))
-    proc = node.spawn(["tinyproxy", "-d", "-c", str(conf)], label="tinyproxy",
-                      log=workdir / f"tinyproxy-{node.name}.out")
-    _wait_listening(node, address, PROXY_PORT)
-    return Proxy(node, address, proc)
+    name = f"tinyproxy-{node.name}-{port}"
+    conf = workdir / f"{name}.conf"
+    conf.write_text(render_config(prefix, port=port, upstream=upstream,
+                                  log_file=str(workdir / f"{name}.log")))
+    proc = node.spawn(["tinyproxy", "-d", "-c", str(conf)], label=name,
+                      log=workdir / f"{name}.out")
+    _wait_listening(node, address, port)
+    return Proxy(node, address, proc, port)

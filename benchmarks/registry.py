@@ -1,0 +1,215 @@
+"""The fixed vocabulary of the benchmark suite: paths, tools, the metrics each tool yields,
+their units and which direction is better.
+
+One table, shared by the definition loader (to reject typos), the analysis (to decide which
+test a metric gets) and the regression gate (to know whether bigger is worse). Adding a tool
+means adding it here and teaching the runner to drive it; nothing else hard-codes these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Better = Literal["lower", "higher"]
+#: Metric classes. `latency` metrics get the TOST equivalence test ("no added delay"); the others
+#: are compared by ratio. `loss` is compared by difference (percentage points) in the gate,
+#: because a ratio of near-zero loss rates is meaningless.
+Kind = Literal["latency", "throughput", "loss", "jitter", "cpu", "rate"]
+
+#: The path every other path is compared with: plain routing, no relay.
+BASELINE_PATH = "direct"
+
+PATHS: dict[str, str] = {
+    "direct": "plain routing on the access path (route policy), no relay",
+    "cfr-flow": "Customer-Facing Relay, alias chosen per flow",
+    "cfr-epoch": "Customer-Facing Relay, alias stable within a privacy epoch",
+    "cgn": "carrier-grade NAT44 with paired pooling (RFC 4787/6888), the draft's baseline",
+    "proxy": "single off-path HTTP CONNECT forward proxy reached via a detour",
+    "proxy-chain": "two chained off-path CONNECT proxies",
+}
+
+UNITS: dict[str, str] = {
+    "ms": "milliseconds",
+    "Mbit/s": "megabits per second (10^6 bit/s)",
+    "percent": "percent (0-100)",
+    "conn/s": "new connections per second",
+    "cpu_s_per_gbit": "CPU seconds spent per gigabit forwarded",
+}
+
+PROFILES: tuple[str, ...] = ("quick", "full", "tiny")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric a tool yields: its unit, its class and which direction is better."""
+
+    name: str
+    unit: str
+    kind: Kind
+    better: Better
+    description: str
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option a tool accepts in a definition, with its type and allowed range."""
+
+    type: type
+    description: str
+    minimum: float | None = None
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A measurement tool the runner knows how to drive."""
+
+    name: str
+    description: str
+    metrics: tuple[MetricSpec, ...]
+    options: dict[str, OptionSpec] = field(default_factory=dict)
+    #: Paths the tool cannot run over (e.g. ICMP or UDP through a CONNECT proxy).
+    unsupported_paths: tuple[str, ...] = ()
+
+
+def _ms(name: str, description: str, kind: Kind = "latency") -> MetricSpec:
+    return MetricSpec(name, "ms", kind, "lower", description)
+
+
+_FAMILY = OptionSpec(str, "address family", choices=("ipv4", "ipv6"))
+_ECH = OptionSpec(bool, "offer Encrypted Client Hello (true) or a plain ClientHello")
+_DURATION = OptionSpec(float, "seconds per sample", minimum=0.1)
+_STREAMS = OptionSpec(int, "parallel streams", minimum=1)
+_PROXY_PATHS = ("proxy", "proxy-chain")
+
+TOOLS: dict[str, ToolSpec] = {
+    t.name: t
+    for t in (
+        ToolSpec(
+            "tcp_connect",
+            "TCP three-way handshake to the front door, client side",
+            (_ms("connect_time", "SYN sent to connect() returned"),),
+            {"family": _FAMILY, "port": OptionSpec(int, "destination port", minimum=1)},
+        ),
+        ToolSpec(
+            "tls_handshake",
+            "TCP connect plus TLS 1.3 handshake (ECH) with the front door",
+            (_ms("handshake_time", "SYN sent to TLS handshake complete"),),
+            {"family": _FAMILY, "ech": _ECH, "resume": OptionSpec(bool, "session resumption")},
+        ),
+        ToolSpec(
+            "ttfb",
+            "one HTTPS GET over a new connection: time to first response byte",
+            (_ms("ttfb", "SYN sent to first response body byte"),),
+            {
+                "family": _FAMILY,
+                "ech": _ECH,
+                "size_bytes": OptionSpec(int, "response body size", minimum=0),
+            },
+        ),
+        ToolSpec(
+            "page_load",
+            "a page: one document then N objects over a few connections",
+            (_ms("page_load_time", "first SYN to last object byte"),),
+            {
+                "family": _FAMILY,
+                "ech": _ECH,
+                "objects": OptionSpec(int, "objects after the document", minimum=0),
+                "object_size_bytes": OptionSpec(int, "size of each object", minimum=0),
+                "connections": OptionSpec(int, "parallel connections", minimum=1),
+            },
+        ),
+        ToolSpec(
+            "icmp_rtt",
+            "ICMP echo round-trip time to the front door",
+            (_ms("rtt", "echo request to echo reply"),),
+            {
+                "family": _FAMILY,
+                "size_bytes": OptionSpec(int, "payload size", minimum=0),
+                "interval_ms": OptionSpec(float, "gap between echoes", minimum=1),
+            },
+            unsupported_paths=_PROXY_PATHS,
+        ),
+        ToolSpec(
+            "iperf3_tcp",
+            "iperf3 TCP bulk transfer",
+            (MetricSpec("throughput", "Mbit/s", "throughput", "higher", "receiver goodput"),),
+            {
+                "family": _FAMILY,
+                "streams": _STREAMS,
+                "duration_s": _DURATION,
+                "reverse": OptionSpec(bool, "server sends (download)"),
+            },
+        ),
+        ToolSpec(
+            "iperf3_udp",
+            "iperf3 UDP at a fixed offered rate",
+            (
+                MetricSpec("throughput", "Mbit/s", "throughput", "higher", "receiver goodput"),
+                MetricSpec("loss", "percent", "loss", "lower", "datagrams lost"),
+                _ms("jitter", "RFC 3550 interarrival jitter", kind="jitter"),
+            ),
+            {
+                "family": _FAMILY,
+                "rate_mbit": OptionSpec(float, "offered rate", minimum=0.001),
+                "size_bytes": OptionSpec(int, "datagram payload", minimum=16),
+                "streams": _STREAMS,
+                "duration_s": _DURATION,
+            },
+            unsupported_paths=_PROXY_PATHS,
+        ),
+        ToolSpec(
+            "relay_cpu",
+            "CPU time of the forwarding element (relay, NAT, proxy or router) under load",
+            (
+                MetricSpec(
+                    "cpu_per_gbit", "cpu_s_per_gbit", "cpu", "lower", "CPU seconds per Gbit"
+                ),
+            ),
+            {
+                "family": _FAMILY,
+                "streams": _STREAMS,
+                "duration_s": _DURATION,
+                "rate_mbit": OptionSpec(float, "offered rate (0: unlimited)", minimum=0),
+            },
+        ),
+        ToolSpec(
+            "conn_rate",
+            "new-connection rate: closed-loop clients opening TLS connections",
+            (
+                MetricSpec("conn_rate", "conn/s", "rate", "higher", "completed connections/s"),
+                MetricSpec("conn_fail", "percent", "loss", "lower", "failed connection attempts"),
+            ),
+            {
+                "family": _FAMILY,
+                "duration_s": _DURATION,
+                "concurrency": OptionSpec(int, "parallel clients", minimum=1),
+                "tls": OptionSpec(bool, "complete a TLS handshake (true) or TCP only"),
+            },
+        ),
+    )
+}
+
+#: Every metric name -> spec. Metric names are unique across tools except where two tools
+#: measure the same quantity (throughput), which then has the same unit and direction.
+METRICS: dict[str, MetricSpec] = {}
+for _tool in TOOLS.values():
+    for _m in _tool.metrics:
+        METRICS.setdefault(_m.name, _m)
+
+
+def metric_spec(name: str, unit: str | None = None) -> MetricSpec:
+    """The spec of a metric; an unknown metric falls back to a guess from its unit so that a
+    record written by a newer runner can still be summarised (never gated on direction)."""
+    if name in METRICS:
+        return METRICS[name]
+    unit = unit or "ms"
+    if unit == "ms":
+        return MetricSpec(name, unit, "latency", "lower", "unregistered metric")
+    if unit in ("Mbit/s", "conn/s"):
+        kind: Kind = "throughput" if unit == "Mbit/s" else "rate"
+        return MetricSpec(name, unit, kind, "higher", "unregistered metric")
+    if unit == "percent":
+        return MetricSpec(name, unit, "loss", "lower", "unregistered metric")
+    return MetricSpec(name, unit, "cpu", "lower", "unregistered metric")

@@ -1,0 +1,192 @@
+"""Benchmark definitions: the shipped TOML files load under every profile, and every kind of
+typo is rejected with an error that names the key and the allowed values (exit status 2)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.definitions import (
+    DEFINITIONS_DIR,
+    DefinitionError,
+    available_benchmarks,
+    definition_from_parameters,
+    load_benchmarks,
+    load_definition,
+    parse_definition,
+)
+from benchmarks.registry import PROFILES, TOOLS
+from testbed.errors import UsageError
+
+
+def minimal() -> dict[str, Any]:
+    return {
+        "benchmark": {"name": "demo", "paths": ["direct", "cfr-flow", "proxy"]},
+        "scenario": {"link_delay_ms": {"access": 1.0, "transit": 10.0}},
+        "measurements": [
+            {"name": "hs", "tool": "tls_handshake", "repetitions": 10, "warmup": 1},
+            {"name": "ping", "tool": "icmp_rtt", "repetitions": 10},
+        ],
+        "profiles": {"tiny": {"repetitions": 2, "warmup": 0}},
+    }
+
+
+def expect_error(data: dict[str, Any], *needles: str) -> DefinitionError:
+    with pytest.raises(DefinitionError) as ei:
+        parse_definition(data, source="demo")
+    for n in needles:
+        assert n in str(ei.value), f"{n!r} not in {ei.value}"
+    return ei.value
+
+
+def test_shipped_definitions_load_under_every_profile() -> None:
+    assert available_benchmarks() == ["connrate", "latency", "throughput"]
+    for profile in PROFILES:
+        defs = load_benchmarks(None, profile)
+        assert [d.profile for d in defs] == [profile] * 3
+    lat = load_definition(DEFINITIONS_DIR / "latency.toml")
+    assert {m.tool for m in lat.measurements} == {
+        "tcp_connect", "tls_handshake", "ttfb", "page_load", "icmp_rtt"}
+    thr = load_definition(DEFINITIONS_DIR / "throughput.toml")
+    assert {m.tool for m in thr.measurements} == {"iperf3_tcp", "iperf3_udp", "relay_cpu"}
+    assert sorted(m.options.get("streams") for m in thr.measurements
+                  if m.tool == "iperf3_tcp") == [1, 4]
+    conn = load_definition(DEFINITIONS_DIR / "connrate.toml")
+    assert [m.tool for m in conn.measurements] == ["conn_rate"]
+
+
+def test_profiles_override_repetitions_and_add_sweep() -> None:
+    base = load_definition(DEFINITIONS_DIR / "latency.toml")
+    quick = base.with_profile("quick")
+    full = base.with_profile("full")
+    tiny = base.with_profile("tiny")
+    assert quick.measurement("tls_handshake").repetitions == 30
+    assert quick.measurement("page_load").repetitions == 10  # per-measurement override
+    assert full.measurement("tls_handshake").repetitions == 200
+    assert quick.sweep_points() == [{}]
+    assert full.sweep_points() == [{"delay_ms": d} for d in (0.0, 5.0, 20.0, 50.0)]
+    assert full.sweep is not None and full.sweep.link == "detour"
+    assert tiny.paths == ("direct", "cfr-flow", "proxy")
+    assert tiny.measurement("tls_handshake").repetitions == 5
+    # compare pairs are cut down to the profile's paths
+    assert all(a in tiny.paths and b in tiny.paths for a, b in tiny.analysis.compare)
+
+
+def test_tools_that_cannot_cross_a_proxy_skip_it() -> None:
+    d = load_definition(DEFINITIONS_DIR / "latency.toml")
+    assert "proxy" not in d.measurement("icmp_rtt").paths
+    assert "proxy" in d.measurement("tls_handshake").paths
+    data = minimal()
+    data["measurements"][1]["paths"] = ["direct", "proxy"]
+    expect_error(data, "proxy", "icmp_rtt", "allowed: direct, cfr-flow")
+
+
+def test_unknown_top_level_key() -> None:
+    data = minimal()
+    data["measurement"] = []
+    expect_error(data, "unknown key 'measurement'", "allowed: benchmark, scenario, measurements")
+
+
+def test_unknown_tool_names_allowed_tools() -> None:
+    data = minimal()
+    data["measurements"][0]["tool"] = "tls_handshak"
+    e = expect_error(data, "'tls_handshak'", "tcp_connect", "iperf3_udp")
+    assert e.allowed == tuple(sorted(TOOLS))
+
+
+def test_unknown_path() -> None:
+    data = minimal()
+    data["benchmark"]["paths"] = ["direct", "cfr"]
+    expect_error(data, "'cfr'", "unknown path", "cfr-flow", "proxy-chain")
+
+
+def test_unknown_profile_in_file() -> None:
+    data = minimal()
+    data["profiles"]["fast"] = {"repetitions": 1}
+    expect_error(data, "profiles.fast", "unknown profile", "quick, full, tiny")
+
+
+def test_unknown_measurement_key_and_option() -> None:
+    data = minimal()
+    data["measurements"][0]["repetitons"] = 5
+    expect_error(data, "repetitons", "allowed: name, tool")
+    data = minimal()
+    data["measurements"][0]["options"] = {"ech": True, "streams": 4}
+    expect_error(data, "streams", "unknown option for tool tls_handshake", "resume")
+
+
+def test_bad_values() -> None:
+    data = minimal()
+    data["measurements"][0]["repetitions"] = 0
+    expect_error(data, "repetitions")
+    data = minimal()
+    data["measurements"][0]["repetitions"] = "10"
+    expect_error(data, "expected an integer")
+    data = minimal()
+    data["scenario"]["ech_mode"] = "both"
+    expect_error(data, "ech_mode", "shared, split")
+    data = minimal()
+    data["measurements"][1]["name"] = "hs"
+    expect_error(data, "duplicate measurement name")
+
+
+def test_profile_errors_are_found_at_load_not_at_run() -> None:
+    data = minimal()
+    data["profiles"]["full"] = {"measurements": {"hs": {"options": {"eck": True}}}}
+    expect_error(data, "profile full", "eck")
+    data = minimal()
+    data["profiles"]["full"] = {"measurements": {"nope": {"repetitions": 3}}}
+    expect_error(data, "profiles.full.measurements.nope", "allowed: hs, ping")
+    data = minimal()
+    data["profiles"]["full"] = {"sweep": {"link": "core", "delay_ms": [0, 5]}}
+    expect_error(data, "core", "access, transit")
+
+
+def test_analysis_and_plots_validate_names() -> None:
+    data = minimal()
+    data["analysis"] = {"margins": {"ttfb": {"abs_ms": 1.0}}}
+    expect_error(data, "analysis.margins.ttfb", "handshake_time, rtt")
+    data = minimal()
+    data["analysis"] = {"baseline": "cgn"}
+    expect_error(data, "baseline", "direct, cfr-flow, proxy")
+    data = minimal()
+    data["plots"] = [{"kind": "histogram"}]
+    expect_error(data, "histogram", "cdf, added_delay, throughput, sweep")
+
+
+def test_load_benchmarks_rejects_unknown_names_and_profiles() -> None:
+    with pytest.raises(DefinitionError) as ei:
+        load_benchmarks(["latncy"], "quick")
+    assert "latncy" in str(ei.value) and "connrate, latency, throughput" in str(ei.value)
+    with pytest.raises(DefinitionError) as ei:
+        load_benchmarks(["latency"], "fast")
+    assert "fast" in str(ei.value) and "quick, full, tiny" in str(ei.value)
+    assert isinstance(ei.value, UsageError) and ei.value.exit_code == 2
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.toml"
+    bad.write_text("[benchmark\nname = 1\n")
+    with pytest.raises(DefinitionError, match="invalid TOML"):
+        load_definition(bad)
+    misnamed = tmp_path / "other.toml"
+    misnamed.write_text(
+        '[benchmark]\nname = "latency"\n[[measurements]]\ntool = "icmp_rtt"\n')
+    with pytest.raises(DefinitionError, match="file name 'other'"):
+        load_definition(misnamed)
+    with pytest.raises(DefinitionError, match="cannot read"):
+        load_definition(tmp_path / "missing.toml")
+
+
+def test_resolved_definition_round_trips_through_results_parameters() -> None:
+    full = load_definition(DEFINITIONS_DIR / "latency.toml", "full")
+    entry = {"name": full.name, "profile": full.profile,
+             "definition": copy.deepcopy(full.to_dict())}
+    again = definition_from_parameters(entry)
+    assert again.measurements == full.measurements
+    assert again.sweep == full.sweep
+    assert again.analysis == full.analysis
+    assert again.profile == "full"
