@@ -29,3 +29,9 @@ lint: setup
 
 clean:
 	@if [ -x $(CFRBENCH) ]; then $(CFRBENCH) clean --all; fi
+
+# CI performance gate: the quick profile, then compare with the committed baseline.
+BASELINE ?= ci/baselines/quick
+bench-ci: setup
+	$(CFRBENCH) run --profile quick --out results/ci-current
+	$(CFRBENCH) compare $(BASELINE) results/ci-current

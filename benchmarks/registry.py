@@ -109,6 +109,20 @@ TOOLS: dict[str, ToolSpec] = {
             },
         ),
         ToolSpec(
+            "https_request",
+            "one HTTPS GET over a new connection, timing every phase of that one connection",
+            (
+                _ms("connect_time", "SYN sent to connect() returned"),
+                _ms("handshake_time", "SYN sent to TLS handshake complete"),
+                _ms("ttfb", "SYN sent to first response body byte"),
+            ),
+            {
+                "family": _FAMILY,
+                "ech": _ECH,
+                "size_bytes": OptionSpec(int, "response body size", minimum=0),
+            },
+        ),
+        ToolSpec(
             "page_load",
             "a page: one document then N objects over a few connections",
             (_ms("page_load_time", "first SYN to last object byte"),),

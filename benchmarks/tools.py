@@ -77,6 +77,22 @@ def ttfb(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
     return {"ttfb": rec["connect_ms"] + rec["tls_ms"] + rec["ttfb_ms"]}, _extra(rec)
 
 
+def https_request(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
+    """All three connection phases from one connection: cheaper than three samples."""
+    size = int(options.get("size_bytes", 1024))
+    metrics = ("connect_time", "handshake_time", "ttfb")
+    try:
+        rec = _echd_sample(env, path, options, path=f"/bytes/{size}")
+    except RuntimeError as exc:
+        return _failed(metrics, exc)
+    if options.get("ech", True) and not rec.get("ech_accepted"):
+        return _failed(metrics, RuntimeError("ECH was not accepted"))
+    connect = rec["connect_ms"]
+    handshake = connect + rec["tls_ms"]
+    return ({"connect_time": connect, "handshake_time": handshake,
+             "ttfb": handshake + rec["ttfb_ms"]}, _extra(rec))
+
+
 def page_load(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
     objects = int(options.get("objects", 10))
     try:
@@ -106,7 +122,7 @@ def _iperf(env: BenchEnv, path: str, argv: list[str], duration: float) -> dict:
     try:
         target = ["-c", "127.0.0.1", "-p", str(FORWARD_PORT)] if fwd else \
                  ["-c", env.front_door(4), "-p", str(IPERF_PORT), "-B", env.client_source(4)]
-        proc = env.net[CLIENT].run(["iperf3", *target, "-J", *argv], check=False,
+        proc = env.net[CLIENT].run(["iperf3", *target, "-J", "-O", "1", *argv], check=False,
                                    timeout=duration + 30)
     finally:
         if fwd is not None:
@@ -190,6 +206,7 @@ TOOLS: dict[str, Callable[[BenchEnv, str, Mapping[str, Any]], Result]] = {
     "tcp_connect": tcp_connect,
     "tls_handshake": tls_handshake,
     "ttfb": ttfb,
+    "https_request": https_request,
     "page_load": page_load,
     "icmp_rtt": icmp_rtt,
     "iperf3_tcp": iperf3_tcp,

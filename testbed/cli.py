@@ -182,7 +182,7 @@ def _serve_network(scenario: Scenario, prefix: str | None, ready_file: str | Non
     except KeyboardInterrupt:
         pass
     finally:
-        problems = net.stop()
+        problems = net.stop() + registry.close()
         if interactive:
             console.print(f"network {registry.prefix} is down "
                           f"({net.timings.get('down_s', 0):.1f} s)")

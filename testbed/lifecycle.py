@@ -188,6 +188,23 @@ class RunRegistry:
         self.state.processes = [p for p in self.state.processes if p.pid != pid]
         self.save()
 
+    def release_netns(self, names: list[str]) -> list[str]:
+        """Delete namespaces (and the processes in them) now and drop them from the record:
+        for a part of the run (one network) that ends before the run does."""
+        problems: list[str] = []
+        gone = set(names)
+        for name in reversed(names):
+            problems += delete_netns(name)
+        self.state.netns = [n for n in self.state.netns if n not in gone]
+        self.state.processes = [p for p in self.state.processes if p.netns not in gone]
+        self.save()
+        return problems
+
+    def release_tmpdir(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        self.state.tmpdirs = [t for t in self.state.tmpdirs if t != str(path)]
+        self.save()
+
     def make_tmpdir(self, label: str) -> Path:
         path = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-{label}-"))
         self.state.tmpdirs.append(str(path))

@@ -13,6 +13,7 @@ import ipaddress
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mininet.log import setLogLevel
@@ -37,13 +38,21 @@ class NodeInfo:
 
 
 class Network:
-    """A running emulated network. Use as `with Network(scenario, registry) as net: ...`."""
+    """A running emulated network. Use as `with Network(scenario, registry) as net: ...`.
 
-    def __init__(self, scenario: Scenario, registry: RunRegistry,
+    The network records its namespaces in the run's registry and removes them when it
+    stops, so one run can bring several networks up and down in turn. Without a registry
+    it makes (and closes) its own."""
+
+    def __init__(self, scenario: Scenario, registry: RunRegistry | None = None,
                  topo_cls: type | None = None) -> None:
         self.scenario = scenario.validate()
-        self.registry = registry
+        self.owns_registry = registry is None
+        self.registry = registry if registry is not None else RunRegistry("net")
         self.topo_cls = topo_cls or topology_class(scenario.topology)
+        self._netns: list[str] = []
+        self._workdir: Path | None = None
+        self._stopped = False
         self.mechanism = ""
         self.mn: Mininet | None = None
         self.nodes: dict[str, NetnsNode] = {}
@@ -55,12 +64,17 @@ class Network:
         t0 = time.monotonic()
         setLogLevel("warning")
         self.mechanism = choose_mechanism(self.scenario.mechanism)
-        workdir = self.registry.make_tmpdir("net")
+        workdir = self._workdir = self.registry.make_tmpdir("net")
         topo = self.topo_cls(scenario=self.scenario, mechanism=self.mechanism,
                              workdir=str(workdir))
         self.topo = topo
         names = list(topo.hosts()) + list(topo.switches())
+        taken = [n for n in map(self.registry.name, names) if Path("/run/netns", n).exists()]
+        if taken:
+            raise NetworkError(f"namespaces {', '.join(taken)} exist already: is another "
+                               f"network of run {self.registry.prefix} still up?")
         for name in names:  # record first: a crash from here on is still cleanable
+            self._netns.append(self.registry.name(name))
             self.registry.record_netns(self.registry.name(name))
         self.registry.defer(self._stop_mininet)
         self.mn = Mininet(topo=topo, controller=None, build=False, autoSetMacs=False,
@@ -102,8 +116,17 @@ class Network:
         self.timings["stop_mininet_s"] = time.monotonic() - t0
 
     def stop(self) -> list[str]:
+        """Stop Mininet, delete this network's namespaces and work dir (idempotent)."""
+        if self._stopped:
+            return []
+        self._stopped = True
         t0 = time.monotonic()
-        problems = self.registry.close()
+        self._stop_mininet()
+        problems = self.registry.release_netns(self._netns)
+        if self._workdir is not None:
+            self.registry.release_tmpdir(self._workdir)
+        if self.owns_registry:
+            problems += self.registry.close()
         self.timings["down_s"] = time.monotonic() - t0
         return problems
 

@@ -16,14 +16,13 @@ from rich.console import Console
 from rich.table import Table
 
 from testbed.calibration import calibrate
-from testbed.lifecycle import RunRegistry
 from testbed.network import Network
 from testbed.scenario import Scenario, with_link_override
 
 
 def time_up_down(scenario: Scenario) -> tuple[float, float]:
     t0 = time.monotonic()
-    net = Network(scenario, RunRegistry("bench")).start()
+    net = Network(scenario).start()
     up = time.monotonic() - t0
     t1 = time.monotonic()
     net.stop()
@@ -60,7 +59,7 @@ def main() -> None:
     # 10 ms one-way on the WAN link only: the delay line's error and its throughput.
     scenario = replace(Scenario(), population=0, subscribers=1)
     scenario = with_link_override(scenario, "access", delay_ms=0.0)
-    net = Network(scenario, RunRegistry("bench")).start()
+    net = Network(scenario).start()
     try:
         cal = {c.link_class: c for c in calibrate(net, count=1000, interval_s=0.005)}
         wan = cal["wan"]
@@ -72,7 +71,7 @@ def main() -> None:
     finally:
         net.stop()
     scenario = with_link_override(scenario, "wan", delay_ms=0.0)
-    net = Network(scenario, RunRegistry("bench")).start()
+    net = Network(scenario).start()
     try:
         rows.append(("delay lines in path with no delay configured",
                      str(len(net.delay_nodes()) - len([lk for lk in net.graph.links

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.lifecycle import RunRegistry
 from testbed.network import Network
 from testbed.scenario import Scenario
 from tests.conftest import require_root
@@ -23,8 +22,7 @@ from tests.conftest import require_root
 @pytest.fixture(scope="module")
 def default_network():
     require_root()
-    registry = RunRegistry("test")
-    with Network(Scenario(), registry) as net:
+    with Network(Scenario()) as net:
         yield net
 
 
@@ -34,7 +32,7 @@ def make_network():
     made: list[Network] = []
 
     def _make(scenario: Scenario) -> Network:
-        net = Network(scenario, RunRegistry("test"))
+        net = Network(scenario)
         made.append(net)
         return net.start()
 

@@ -48,8 +48,8 @@ def test_shipped_definitions_load_under_every_profile() -> None:
         defs = load_benchmarks(None, profile)
         assert [d.profile for d in defs] == [profile] * 3
     lat = load_definition(DEFINITIONS_DIR / "latency.toml")
-    assert {m.tool for m in lat.measurements} == {
-        "tcp_connect", "tls_handshake", "ttfb", "page_load", "icmp_rtt"}
+    assert {m.tool for m in lat.measurements} == {"https_request", "page_load", "icmp_rtt"}
+    assert set(lat.metrics()) >= {"connect_time", "handshake_time", "ttfb", "page_load_time"}
     thr = load_definition(DEFINITIONS_DIR / "throughput.toml")
     assert {m.tool for m in thr.measurements} == {"iperf3_tcp", "iperf3_udp", "relay_cpu"}
     assert sorted(m.options.get("streams") for m in thr.measurements
@@ -63,14 +63,14 @@ def test_profiles_override_repetitions_and_add_sweep() -> None:
     quick = base.with_profile("quick")
     full = base.with_profile("full")
     tiny = base.with_profile("tiny")
-    assert quick.measurement("tls_handshake").repetitions == 30
+    assert quick.measurement("connection").repetitions == 30
     assert quick.measurement("page_load").repetitions == 10  # per-measurement override
-    assert full.measurement("tls_handshake").repetitions == 200
+    assert full.measurement("connection").repetitions == 200
     assert quick.sweep_points() == [{}]
     assert full.sweep_points() == [{"delay_ms": d} for d in (0.0, 5.0, 20.0, 50.0)]
     assert full.sweep is not None and full.sweep.link == "detour"
     assert tiny.paths == ("direct", "cfr-flow", "proxy")
-    assert tiny.measurement("tls_handshake").repetitions == 5
+    assert tiny.measurement("connection").repetitions == 5
     # compare pairs are cut down to the profile's paths
     assert all(a in tiny.paths and b in tiny.paths for a, b in tiny.analysis.compare)
 
@@ -78,7 +78,7 @@ def test_profiles_override_repetitions_and_add_sweep() -> None:
 def test_tools_that_cannot_cross_a_proxy_skip_it() -> None:
     d = load_definition(DEFINITIONS_DIR / "latency.toml")
     assert "proxy" not in d.measurement("icmp_rtt").paths
-    assert "proxy" in d.measurement("tls_handshake").paths
+    assert "proxy" in d.measurement("connection").paths
     data = minimal()
     data["measurements"][1]["paths"] = ["direct", "proxy"]
     expect_error(data, "proxy", "icmp_rtt", "allowed: direct, cfr-flow")

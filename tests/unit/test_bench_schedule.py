@@ -59,11 +59,12 @@ def test_invalid_arguments() -> None:
 def test_plan_sweeps_outermost_and_seeds_per_measurement() -> None:
     full = load_definition(DEFINITIONS_DIR / "latency.toml", "full")
     steps = plan(full, seed=3)
-    assert [s.sweep for s in steps[:5]] == [{"delay_ms": 0.0}] * 5
-    assert [s.measurement.name for s in steps[:5]] == [m.name for m in full.measurements]
-    assert len(steps) == 4 * len(full.measurements)
+    n = len(full.measurements)
+    assert [s.sweep for s in steps[:n]] == [{"delay_ms": 0.0}] * n
+    assert [s.measurement.name for s in steps[:n]] == [m.name for m in full.measurements]
+    assert len(steps) == 4 * n
     assert plan(full, seed=3)[0].schedule == steps[0].schedule
-    assert steps[0].schedule != steps[5].schedule  # other sweep point, other order
-    hs = steps[1]
-    assert hs.measurement.name == "tls_handshake"
+    assert steps[0].schedule != steps[n].schedule  # other sweep point, other order
+    hs = steps[0]
+    assert hs.measurement.name == "connection"
     assert len(hs.schedule) == (hs.measurement.repetitions + hs.measurement.warmup) * 6

@@ -77,3 +77,10 @@ def test_malformed_and_missing_files(tmp_path):
         load_scenario(bad)
     with pytest.raises(UsageError, match="cannot read"):
         load_scenario(tmp_path / "absent.toml")
+
+
+def test_the_documented_example_scenario_loads():
+    from testbed.paths import REPO_ROOT
+
+    s = load_scenario(REPO_ROOT / "topologies" / "scenarios" / "example.toml")
+    assert s == Scenario().validate()  # the example spells out the defaults

@@ -1,0 +1,919 @@
+// Package loadgen is the ECH client and load generator. It learns each site's
+// ECHConfigList from DNS (HTTPS records), binds every connection to a subscriber's source
+// address, connects with ECH, times each phase, and writes one ground-truth line per TLS
+// connection; the client_random in it is the join key to the front door's log.
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"cfrbench/ech/internal/dnshttps"
+	"cfrbench/ech/internal/frontlog"
+	"cfrbench/ech/internal/server"
+)
+
+// Source is one subscriber and the address its connections come from.
+type Source struct {
+	Subscriber string
+	Addr       netip.Addr // invalid: let the kernel choose
+}
+
+// WorkItem is one line of a workload file.
+type WorkItem struct {
+	T            float64 `json:"t"`
+	Subscriber   string  `json:"subscriber"`
+	Source       string  `json:"source"`
+	Site         string  `json:"site"`
+	Path         string  `json:"path"`
+	Subresources bool    `json:"subresources"`
+	addr         netip.Addr
+}
+
+// Options configures a run.
+type Options struct {
+	DNS         string
+	RootCAs     *x509.CertPool
+	Sites       []string
+	Path        string
+	Session     bool
+	PageN       int
+	Sources     []Source
+	Family      int
+	Concurrency int
+	Count       int
+	Rate        float64
+	Duration    time.Duration
+	Poisson     bool
+	MaxInflight int
+	Resumption  bool
+	Workload    []WorkItem
+	Proxies     []string
+	Out         io.Writer
+	NoECH       bool
+	ALPN        []string
+	Port        int
+	Timeout     time.Duration
+	DNSCache    bool
+	Curves      []tls.CurveID
+	RunID       string
+	Seed        uint64
+}
+
+// Truth is one ground-truth line: one TCP+TLS connection as the client made it.
+type Truth struct {
+	TS           float64  `json:"ts"`
+	Subscriber   string   `json:"subscriber"`
+	FlowID       string   `json:"flow_id"`
+	Site         string   `json:"site"`
+	LocalAddr    string   `json:"local_addr"`
+	LocalPort    int      `json:"local_port"`
+	RemoteAddr   string   `json:"remote_addr"`
+	RemotePort   int      `json:"remote_port"`
+	ECHAccepted  bool     `json:"ech_accepted"`
+	Resumed      bool     `json:"resumed"`
+	ClientRandom *string  `json:"client_random"`
+	DNSMS        *float64 `json:"dns_ms"`
+	ConnectMS    *float64 `json:"connect_ms"`
+	TLSMS        *float64 `json:"tls_ms"`
+	TTFBMS       *float64 `json:"ttfb_ms"`
+	TotalMS      *float64 `json:"total_ms"`
+	Status       int      `json:"status"`
+	Bytes        int64    `json:"bytes"`
+	Error        *string  `json:"error"`
+	DNSCached    bool     `json:"dns_cached"`
+	ALPN         string   `json:"alpn"`
+	Requests     int      `json:"requests"`
+	Path         string   `json:"path"`
+	Proxy        *string  `json:"proxy"`
+	Attempt      int      `json:"attempt"`
+	LateMS       float64  `json:"late_ms"`
+}
+
+// Summary is printed at the end of a run.
+type Summary struct {
+	Count       int                `json:"count"`
+	Errors      int                `json:"errors"`
+	ECHAccepted int                `json:"ech_accepted"`
+	Resumed     int                `json:"resumed"`
+	Retries     int                `json:"ech_retries"`
+	DurationS   float64            `json:"duration_s"`
+	Rate        float64            `json:"rate"`
+	Median      map[string]float64 `json:"median_ms"`
+	P95         map[string]float64 `json:"p95_ms"`
+	ErrorKinds  map[string]int     `json:"error_kinds"`
+	MaxLateMS   float64            `json:"max_late_ms"`
+}
+
+type subscriber struct {
+	id     string
+	addr   netip.Addr
+	cfg    *tls.Config
+	dialer *net.Dialer
+}
+
+// Gen runs one load-generation session.
+type Gen struct {
+	o      Options
+	res    *resolver
+	base   *tls.Config
+	subsMu sync.Mutex
+	subs   map[string]*subscriber
+	subIdx []*subscriber
+	flowN  atomic.Uint64
+	out    chan *Truth
+	recs   []*Truth
+	wdone  chan struct{}
+	rng    *mrand.Rand
+	rngMu  sync.Mutex
+	tr     *http.Transport
+	// verified caches successful chain verifications (see verifyOnce).
+	verified sync.Map
+}
+
+type dialKey struct{}
+
+// verifyOnce verifies the server's chain for the connection's server name, caching the
+// result per (leaf certificate, name).
+func (g *Gen) verifyOnce(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("server sent no certificate")
+	}
+	leaf := cs.PeerCertificates[0]
+	k := cs.ServerName + "\x00" + string(leaf.Raw)
+	if _, ok := g.verified.Load(k); ok {
+		return nil
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: g.o.RootCAs, Intermediates: inter, DNSName: cs.ServerName}); err != nil {
+		return err
+	}
+	g.verified.Store(k, struct{}{})
+	return nil
+}
+
+// New validates options and prepares the generator.
+func New(o Options) (*Gen, error) {
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.Path == "" {
+		o.Path = "/"
+	}
+	if o.RunID == "" {
+		var b [3]byte
+		_, _ = rand.Read(b[:])
+		o.RunID = hex.EncodeToString(b[:])
+	}
+	if o.Seed == 0 {
+		o.Seed = uint64(time.Now().UnixNano())
+	}
+	g := &Gen{o: o, res: newResolver(o.DNS, o.DNSCache), subs: map[string]*subscriber{},
+		out: make(chan *Truth, 4096), wdone: make(chan struct{}), rng: mrand.New(mrand.NewPCG(o.Seed, 0x5eed))}
+	alpn := o.ALPN
+	if len(alpn) == 0 {
+		alpn = []string{"h2", "http/1.1"}
+	}
+	g.base = &tls.Config{RootCAs: o.RootCAs, MinVersion: tls.VersionTLS13, NextProtos: alpn,
+		// Chain verification is done by verifyOnce, which verifies each distinct server
+		// certificate against RootCAs once and caches the verdict: a browser-like client
+		// sees the same few certificates again and again, and building and checking the
+		// chain (an ECDSA verification plus allocations) on every one of thousands of
+		// connections per second would make the generator, not the server, the bottleneck.
+		// The handshake signature (CertificateVerify) is still checked on every connection
+		// by crypto/tls, and a rejected ECH still verifies the public name against RootCAs.
+		InsecureSkipVerify: true,
+		VerifyConnection:   g.verifyOnce,
+		CurvePreferences:   o.Curves,
+	}
+	g.tr = &http.Transport{
+		DialTLSContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, _ := ctx.Value(dialKey{}).(net.Conn)
+			if c == nil {
+				return nil, errors.New("no pre-established connection")
+			}
+			return c, nil
+		},
+		ForceAttemptHTTP2:  true,
+		DisableCompression: true,
+	}
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	g.tr.Protocols = p
+	for _, s := range o.Sources {
+		g.subscriber(s.Subscriber, s.Addr)
+	}
+	return g, nil
+}
+
+func (g *Gen) subscriber(id string, addr netip.Addr) *subscriber {
+	k := id + "|" + addr.String()
+	g.subsMu.Lock()
+	defer g.subsMu.Unlock()
+	if s := g.subs[k]; s != nil {
+		return s
+	}
+	s := &subscriber{id: id, addr: addr, cfg: g.base.Clone(), dialer: &net.Dialer{Timeout: g.o.Timeout}}
+	if g.o.Resumption {
+		s.cfg.ClientSessionCache = tls.NewLRUClientSessionCache(256)
+	}
+	if addr.IsValid() {
+		s.dialer.LocalAddr = &net.TCPAddr{IP: addr.AsSlice()}
+	}
+	g.subs[k] = s
+	g.subIdx = append(g.subIdx, s)
+	return s
+}
+
+func (g *Gen) family(s *subscriber) int {
+	if g.o.Family != 0 {
+		return g.o.Family
+	}
+	if s.addr.IsValid() && s.addr.Is6() && !s.addr.Is4In6() {
+		return 6
+	}
+	return 4
+}
+
+// Preflight resolves explicitly named sites once so that a typo fails fast (exit 2).
+func (g *Gen) Preflight(sites []string) error {
+	fam := g.o.Family
+	if fam == 0 {
+		fam = 4
+		if len(g.subIdx) > 0 {
+			fam = g.family(g.subIdx[0])
+		}
+	}
+	for _, s := range sites {
+		if _, _, _, err := g.res.lookup(s, fam); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *Gen) writer() {
+	var bw *bufio.Writer
+	if g.o.Out != nil {
+		bw = bufio.NewWriterSize(g.o.Out, 64<<10)
+	}
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case t, ok := <-g.out:
+			if !ok {
+				if bw != nil {
+					_ = bw.Flush()
+				}
+				close(g.wdone)
+				return
+			}
+			g.recs = append(g.recs, t)
+			if bw != nil {
+				b, _ := json.Marshal(t)
+				_, _ = bw.Write(append(b, '\n'))
+			}
+		case <-tick.C:
+			if bw != nil {
+				_ = bw.Flush()
+			}
+		}
+	}
+}
+
+type flowSpec struct {
+	sub     *subscriber
+	site    string
+	path    string
+	session bool
+	sched   time.Time
+}
+
+func (g *Gen) pickSite() string {
+	if len(g.o.Sites) == 1 {
+		return g.o.Sites[0]
+	}
+	g.rngMu.Lock()
+	i := g.rng.IntN(len(g.o.Sites))
+	g.rngMu.Unlock()
+	return g.o.Sites[i]
+}
+
+func (g *Gen) nthSpec(n uint64) flowSpec {
+	var sub *subscriber
+	if len(g.subIdx) == 0 {
+		sub = g.subscriber("default", netip.Addr{})
+	} else {
+		sub = g.subIdx[int(n%uint64(len(g.subIdx)))]
+	}
+	path := g.o.Path
+	if g.o.Session {
+		path = "/page/" + strconv.Itoa(g.o.PageN)
+	}
+	return flowSpec{sub: sub, site: g.pickSite(), path: path, session: g.o.Session}
+}
+
+// Run executes the configured mode and returns the summary.
+func (g *Gen) Run(ctx context.Context) Summary {
+	go g.writer()
+	start := time.Now()
+	switch {
+	case len(g.o.Workload) > 0:
+		g.runWorkload(ctx, start)
+	case g.o.Rate > 0:
+		g.runOpen(ctx, start)
+	default:
+		g.runClosed(ctx)
+	}
+	elapsed := time.Since(start)
+	close(g.out)
+	<-g.wdone
+	return summarize(g.recs, elapsed)
+}
+
+func (g *Gen) runClosed(ctx context.Context) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	conc := max(g.o.Concurrency, 1)
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				n := next.Add(1) - 1
+				if n >= int64(g.o.Count) {
+					return
+				}
+				spec := g.nthSpec(uint64(n))
+				spec.sched = time.Now()
+				g.flow(ctx, spec)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (g *Gen) runOpen(ctx context.Context, start time.Time) {
+	var wg sync.WaitGroup
+	maxIn := g.o.MaxInflight
+	if maxIn <= 0 {
+		maxIn = 4096
+	}
+	sem := make(chan struct{}, maxIn)
+	offset := 0.0
+	for n := uint64(0); ctx.Err() == nil; n++ {
+		if g.o.Poisson {
+			g.rngMu.Lock()
+			offset += g.rng.ExpFloat64() / g.o.Rate
+			g.rngMu.Unlock()
+		} else {
+			offset = float64(n) / g.o.Rate
+		}
+		if offset >= g.o.Duration.Seconds() {
+			break
+		}
+		at := start.Add(time.Duration(offset * float64(time.Second)))
+		if d := time.Until(at); d > 0 {
+			sleepCtx(ctx, d)
+		}
+		spec := g.nthSpec(n)
+		spec.sched = at
+		select {
+		case sem <- struct{}{}:
+		default:
+			g.emit(&Truth{TS: unix(at), Subscriber: spec.sub.id, FlowID: g.newFlowID(), Site: spec.site,
+				Path: spec.path, Error: frontlog.Str("not started: --max-inflight reached (generator saturated)"), Attempt: 1})
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			g.flow(ctx, spec)
+		}()
+	}
+	wg.Wait()
+}
+
+func (g *Gen) runWorkload(ctx context.Context, start time.Time) {
+	items := append([]WorkItem(nil), g.o.Workload...)
+	sort.SliceStable(items, func(i, j int) bool { return items[i].T < items[j].T })
+	var wg sync.WaitGroup
+	for _, it := range items {
+		if ctx.Err() != nil {
+			break
+		}
+		at := start.Add(time.Duration(it.T * float64(time.Second)))
+		if d := time.Until(at); d > 0 {
+			sleepCtx(ctx, d)
+		}
+		path := it.Path
+		if path == "" {
+			path = "/"
+		}
+		spec := flowSpec{sub: g.subscriber(it.Subscriber, it.addr), site: it.Site, path: path, session: it.Subresources, sched: at}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.flow(ctx, spec)
+		}()
+	}
+	wg.Wait()
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+func (g *Gen) newFlowID() string {
+	return g.o.RunID + "-" + strconv.FormatUint(g.flowN.Add(1), 10)
+}
+
+func (g *Gen) emit(t *Truth) { g.out <- t }
+
+func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+func msp(d time.Duration) *float64 {
+	v := float64(d.Microseconds()) / 1000
+	return &v
+}
+
+// keyLogRandom captures the client random from the first NSS key-log line of one
+// connection: the random of the ClientHello whose handshake actually ran (the inner one
+// when ECH is accepted), which is also what the front door logs.
+type keyLogRandom struct{ random string }
+
+func (k *keyLogRandom) Write(p []byte) (int, error) {
+	if k.random == "" {
+		f := strings.Fields(string(p))
+		if len(f) >= 3 && len(f[1]) == 64 {
+			k.random = f[1]
+		}
+	}
+	return len(p), nil
+}
+
+// flow runs one flow: DNS, then one connection, plus one more if ECH was rejected with
+// retry configs (the RFC 9849 §6.1.6 recovery).
+func (g *Gen) flow(ctx context.Context, spec flowSpec) {
+	flowID := g.newFlowID()
+	late := time.Since(spec.sched)
+	fam := g.family(spec.sub)
+	t0 := time.Now()
+	info, dnsMS, cached, err := g.res.lookup(spec.site, fam)
+	base := Truth{TS: unix(t0), Subscriber: spec.sub.id, FlowID: flowID, Site: spec.site, Path: spec.path,
+		DNSCached: cached, Attempt: 1, LateMS: float64(late.Microseconds()) / 1000}
+	base.DNSMS = &dnsMS
+	if err != nil {
+		t := base
+		t.Error = frontlog.Str(oneLine(err.Error()))
+		t.TotalMS = msp(time.Since(t0))
+		g.emit(&t)
+		return
+	}
+	ech := info.ech
+	for attempt := 1; attempt <= 2; attempt++ {
+		t := base
+		t.Attempt = attempt
+		if attempt > 1 {
+			t.FlowID = flowID + ".retry"
+			t.TS = unix(time.Now())
+			zero := 0.0
+			t.DNSMS = &zero
+		}
+		retry := g.connect(ctx, spec, info, ech, fam, &t, t0)
+		g.emit(&t)
+		if retry == nil {
+			return
+		}
+		g.res.updateECH(spec.site, fam, retry)
+		ech = retry
+		t0 = time.Now()
+	}
+}
+
+// connect makes one connection; it returns retry configs when the front door rejected ECH
+// and offered them.
+func (g *Gen) connect(ctx context.Context, spec flowSpec, info *siteInfo, ech []byte, fam int, t *Truth, t0 time.Time) []byte {
+	fail := func(err error) {
+		t.Error = frontlog.Str(oneLine(err.Error()))
+		t.TotalMS = msp(time.Since(t0))
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.o.Timeout)
+	defer cancel()
+	port := g.o.Port
+	if port == 0 {
+		port = 443
+		if info.port != 0 {
+			port = int(info.port)
+		}
+	}
+	remote := info.addrs[int(g.flowN.Load())%len(info.addrs)]
+	target := netip.AddrPortFrom(remote, uint16(port))
+	t.RemoteAddr, t.RemotePort = remote.Unmap().String(), port
+	tc0 := time.Now()
+	raw, err := g.dial(ctx, spec.sub, target)
+	if err != nil {
+		fail(err)
+		return nil
+	}
+	defer raw.Close()
+	t.ConnectMS = msp(time.Since(tc0))
+	la, lp := frontlog.SplitAddr(raw.LocalAddr())
+	t.LocalAddr, t.LocalPort = la, lp
+	if len(g.o.Proxies) > 0 {
+		t.Proxy = frontlog.Str(g.o.Proxies[0])
+	}
+	cfg := spec.sub.cfg.Clone()
+	cfg.ServerName = spec.site
+	kl := &keyLogRandom{}
+	cfg.KeyLogWriter = kl
+	if !g.o.NoECH {
+		cfg.EncryptedClientHelloConfigList = ech
+	}
+	tls0 := time.Now()
+	conn := tls.Client(raw, cfg)
+	err = conn.HandshakeContext(ctx)
+	if kl.random != "" {
+		t.ClientRandom = frontlog.Str(kl.random)
+	}
+	if err != nil {
+		var rej *tls.ECHRejectionError
+		if errors.As(err, &rej) && len(rej.RetryConfigList) > 0 {
+			fail(fmt.Errorf("ECH rejected; retry configs received (%d bytes)", len(rej.RetryConfigList)))
+			return rej.RetryConfigList
+		}
+		fail(err)
+		return nil
+	}
+	t.TLSMS = msp(time.Since(tls0))
+	cs := conn.ConnectionState()
+	t.ECHAccepted, t.Resumed, t.ALPN = cs.ECHAccepted, cs.DidResume, cs.NegotiatedProtocol
+	if err := g.httpExchange(ctx, conn, spec, t); err != nil {
+		fail(err)
+		return nil
+	}
+	t.TotalMS = msp(time.Since(t0))
+	return nil
+}
+
+func (g *Gen) dial(ctx context.Context, sub *subscriber, target netip.AddrPort) (net.Conn, error) {
+	if len(g.o.Proxies) == 0 {
+		c, err := sub.dialer.DialContext(ctx, "tcp", target.String())
+		if err != nil {
+			return nil, fmt.Errorf("connect %s: %v", target, err)
+		}
+		return c, nil
+	}
+	c, err := sub.dialer.DialContext(ctx, "tcp", g.o.Proxies[0])
+	if err != nil {
+		return nil, fmt.Errorf("connect proxy %s: %v", g.o.Proxies[0], err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	// Chain: CONNECT to each further proxy through the tunnel, then to the front door by
+	// address (never by name: the name would leak the site to the proxy).
+	hops := append(append([]string(nil), g.o.Proxies[1:]...), target.String())
+	for _, hop := range hops {
+		if err := httpConnect(c, hop); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+func httpConnect(c net.Conn, hop string) error {
+	req := "CONNECT " + hop + " HTTP/1.1\r\nHost: " + hop + "\r\n\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		return fmt.Errorf("proxy CONNECT %s: %v", hop, err)
+	}
+	// Read the response head byte by byte: nothing after it may be consumed, it belongs to TLS.
+	var head []byte
+	var b [1]byte
+	for !strings.HasSuffix(string(head), "\r\n\r\n") {
+		if len(head) > 8192 {
+			return fmt.Errorf("proxy CONNECT %s: response head too long", hop)
+		}
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			return fmt.Errorf("proxy CONNECT %s: %v", hop, err)
+		}
+		head = append(head, b[0])
+	}
+	line, _, _ := strings.Cut(string(head), "\r\n")
+	f := strings.Fields(line)
+	if len(f) < 2 || !strings.HasPrefix(f[0], "HTTP/1.") || f[1] != "200" {
+		return fmt.Errorf("proxy CONNECT %s refused: %q", hop, line)
+	}
+	return nil
+}
+
+func (g *Gen) httpExchange(ctx context.Context, conn *tls.Conn, spec flowSpec, t *Truth) error {
+	if t.ALPN != "h2" && !spec.session {
+		return g.h1Single(ctx, conn, spec, t)
+	}
+	cc, err := g.tr.NewClientConn(context.WithValue(ctx, dialKey{}, net.Conn(conn)), "https", net.JoinHostPort(spec.site, "443"))
+	if err != nil {
+		return fmt.Errorf("HTTP: %v", err)
+	}
+	defer cc.Close()
+	first := true
+	get := func(path string, wantBody bool) ([]byte, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+spec.site+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		var ttfbStart time.Time
+		if first {
+			ttfbStart = time.Now()
+			tr := &httptrace.ClientTrace{GotFirstResponseByte: func() {
+				if t.TTFBMS == nil {
+					t.TTFBMS = msp(time.Since(ttfbStart))
+				}
+			}}
+			req = req.WithContext(httptrace.WithClientTrace(ctx, tr))
+			first = false
+		}
+		resp, err := cc.RoundTrip(req)
+		if err != nil {
+			return nil, fmt.Errorf("HTTP GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		t.Requests++
+		if t.Status == 0 || resp.StatusCode >= 400 {
+			t.Status = resp.StatusCode
+		}
+		var body []byte
+		var n int64
+		if wantBody {
+			body, err = io.ReadAll(resp.Body)
+			n = int64(len(body))
+		} else {
+			n, err = io.Copy(io.Discard, resp.Body)
+		}
+		t.Bytes += n
+		if err != nil {
+			return nil, fmt.Errorf("HTTP GET %s body: %v", path, err)
+		}
+		return body, nil
+	}
+	body, err := get(spec.path, spec.session)
+	if err != nil || !spec.session {
+		return err
+	}
+	res := server.PageResources(body)
+	if t.ALPN == "h2" {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var firstErr error
+		sem := make(chan struct{}, 16)
+		for _, p := range res {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if _, err := get(p, false); err != nil {
+					mu.Lock()
+					firstErr = cmpErr(firstErr, err)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		return firstErr
+	}
+	for _, p := range res {
+		if _, err := get(p, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var bufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+// h1Single is the lean path for the common load-test case, one HTTP/1.1 request per
+// connection: the request is written directly and the response parsed with
+// http.ReadResponse, without a Transport's per-connection goroutines and buffers.
+func (g *Gen) h1Single(ctx context.Context, conn *tls.Conn, spec flowSpec, t *Truth) error {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	start := time.Now()
+	req := "GET " + spec.path + " HTTP/1.1\r\nHost: " + spec.site + "\r\nUser-Agent: echd-load\r\nConnection: close\r\n\r\n"
+	if _, err := io.WriteString(conn, req); err != nil {
+		return fmt.Errorf("HTTP GET %s: %v", spec.path, err)
+	}
+	br := bufPool.Get().(*bufio.Reader)
+	br.Reset(conn)
+	defer func() { br.Reset(nil); bufPool.Put(br) }()
+	if _, err := br.Peek(1); err != nil {
+		return fmt.Errorf("HTTP GET %s: %v", spec.path, err)
+	}
+	t.TTFBMS = msp(time.Since(start))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return fmt.Errorf("HTTP GET %s: %v", spec.path, err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	t.Requests, t.Status, t.Bytes = 1, resp.StatusCode, n
+	if err != nil {
+		return fmt.Errorf("HTTP GET %s body: %v", spec.path, err)
+	}
+	return nil
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
+
+func summarize(recs []*Truth, elapsed time.Duration) Summary {
+	s := Summary{Count: len(recs), DurationS: elapsed.Seconds(), Median: map[string]float64{},
+		P95: map[string]float64{}, ErrorKinds: map[string]int{}}
+	phases := map[string][]float64{}
+	for _, r := range recs {
+		if r.Error != nil {
+			s.Errors++
+			k := *r.Error
+			if i := strings.IndexAny(k, ":;"); i > 0 {
+				k = k[:i]
+			}
+			s.ErrorKinds[k]++
+			if r.Attempt == 1 && strings.HasPrefix(*r.Error, "ECH rejected; retry") {
+				s.Retries++
+			}
+		}
+		if r.ECHAccepted {
+			s.ECHAccepted++
+		}
+		if r.Resumed {
+			s.Resumed++
+		}
+		s.MaxLateMS = math.Max(s.MaxLateMS, r.LateMS)
+		if r.Error != nil {
+			continue
+		}
+		for name, v := range map[string]*float64{"dns": r.DNSMS, "connect": r.ConnectMS, "tls": r.TLSMS, "ttfb": r.TTFBMS, "total": r.TotalMS} {
+			if v != nil {
+				phases[name] = append(phases[name], *v)
+			}
+		}
+	}
+	if elapsed > 0 {
+		s.Rate = float64(s.Count) / elapsed.Seconds()
+	}
+	for name, v := range phases {
+		sort.Float64s(v)
+		s.Median[name] = quantile(v, 0.5)
+		s.P95[name] = quantile(v, 0.95)
+	}
+	return s
+}
+
+func quantile(v []float64, q float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	pos := q * float64(len(v)-1)
+	lo := int(math.Floor(pos))
+	hi := min(lo+1, len(v)-1)
+	return v[lo] + (v[hi]-v[lo])*(pos-float64(lo))
+}
+
+// ParseSources reads "subscriber_id addr" lines (# comments and blank lines skipped).
+func ParseSources(r io.Reader, name string) ([]Source, error) {
+	var out []Source
+	sc := bufio.NewScanner(r)
+	ln := 0
+	for sc.Scan() {
+		ln++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			return nil, fmt.Errorf("%s:%d: want 'subscriber_id addr', got %q", name, ln, line)
+		}
+		a, err := netip.ParseAddr(f[1])
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: bad address %q", name, ln, f[1])
+		}
+		out = append(out, Source{Subscriber: f[0], Addr: a})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no sources", name)
+	}
+	return out, nil
+}
+
+// ParseWorkload reads JSON-lines workload items.
+func ParseWorkload(r io.Reader, name string) ([]WorkItem, error) {
+	var out []WorkItem
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	ln := 0
+	for sc.Scan() {
+		ln++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		var it WorkItem
+		dec := json.NewDecoder(strings.NewReader(line))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&it); err != nil {
+			return nil, fmt.Errorf("%s:%d: %v", name, ln, err)
+		}
+		if it.T < 0 || math.IsNaN(it.T) || math.IsInf(it.T, 0) {
+			return nil, fmt.Errorf("%s:%d: t must be >= 0", name, ln)
+		}
+		if it.Site == "" || it.Subscriber == "" {
+			return nil, fmt.Errorf("%s:%d: 'site' and 'subscriber' are required", name, ln)
+		}
+		if it.Path != "" && !strings.HasPrefix(it.Path, "/") {
+			return nil, fmt.Errorf("%s:%d: path must start with '/'", name, ln)
+		}
+		if it.Source != "" {
+			a, err := netip.ParseAddr(it.Source)
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: bad source address %q", name, ln, it.Source)
+			}
+			it.addr = a
+		}
+		out = append(out, it)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: empty workload", name)
+	}
+	return out, nil
+}
+
+// IsNXDomain reports whether err is an unknown-site DNS error.
+func IsNXDomain(err error) bool { return errors.Is(err, dnshttps.ErrNXDomain) }
+
+// SummaryText renders the summary for people.
+func SummaryText(s Summary) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "flows: %d  errors: %d  ech_accepted: %d  resumed: %d  ech_retries: %d\n", s.Count, s.Errors, s.ECHAccepted, s.Resumed, s.Retries)
+	fmt.Fprintf(&b, "duration: %.2fs  rate: %.1f conn/s  max lateness: %.1f ms\n", s.DurationS, s.Rate, s.MaxLateMS)
+	for _, p := range []string{"dns", "connect", "tls", "ttfb", "total"} {
+		if v, ok := s.Median[p]; ok {
+			fmt.Fprintf(&b, "  %-8s median %8.3f ms   p95 %8.3f ms\n", p, v, s.P95[p])
+		}
+	}
+	keys := make([]string, 0, len(s.ErrorKinds))
+	for k := range s.ErrorKinds {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "  error %q: %d\n", k, s.ErrorKinds[k])
+	}
+	return b.String()
+}
