@@ -89,8 +89,10 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
     groups = group_by_network(base, definitions, seed)
     total = sum(len(s.schedule) for g in groups for s in g.steps)
     outcome = RunOutcome(definitions, [], "", 0, 0, [])
+    # A progress bar on a terminal; in a log (CI), one line per measurement instead.
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, transient=False)
+                        TimeElapsedColumn(), console=console, transient=False,
+                        disable=not console.is_terminal)
     with progress, RecordWriter(run_dir) as writer:
         task = progress.add_task("benchmarks", total=total)
         for index, group in enumerate(groups, 1):
@@ -119,7 +121,11 @@ def _run_step(env: BenchEnv, step: PlanStep, writer: RecordWriter, progress: Pro
               task: Any, label: str, outcome: RunOutcome) -> None:
     tool = TOOLS[step.measurement.tool]
     sweep = f" @ {step.sweep}" if step.sweep else ""
-    progress.update(task, description=f"{label}: {step.benchmark}/{step.measurement.name}{sweep}")
+    description = f"{label}: {step.benchmark}/{step.measurement.name}{sweep}"
+    progress.update(task, description=description)
+    if not progress.console.is_terminal:
+        progress.console.print(f"      {description}: {len(step.schedule)} samples, paths "
+                               f"{', '.join(step.measurement.paths)}")
     for item in step.schedule:
         env.select(item.path)
         values, extra = tool(env, item.path, step.measurement.options)

@@ -21,7 +21,7 @@ from rich.table import Table
 from testbed import lifecycle, paths
 from testbed.calibration import calibrate
 from testbed.calibration import summary as calibration_summary
-from testbed.errors import CfrbenchError
+from testbed.errors import CfrbenchError, UsageError
 from testbed.network import Network
 from testbed.probe import probe_json, run_probe
 from testbed.scenario import Scenario
@@ -74,6 +74,9 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
     console = Console(highlight=False)
     run_id = new_run_id()
     run_dir = Path(out_dir) if out_dir else paths.RESULTS_DIR / run_id
+    if (run_dir / "raw").exists() and any((run_dir / "raw").iterdir()):
+        raise UsageError(f"{run_dir} already holds a run's raw records; choose another --out "
+                         "(a run never mixes its records with another's)")
     (run_dir / "raw").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
