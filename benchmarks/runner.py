@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchmarks.definitions import BenchmarkDefinition, load_benchmarks
 from benchmarks.environment import BenchEnv
+from benchmarks.leakcheck import ALIASING_POLICIES, run_leak_check
 from benchmarks.records import RecordWriter, make_record
 from benchmarks.schedule import PlanStep, plan
 from benchmarks.tools import TOOLS
@@ -49,6 +50,11 @@ class RunOutcome:
     samples: int
     failed_samples: int
     switch_seconds: list[float]
+    leak_checks: list[dict] = field(default_factory=list)
+
+    @property
+    def leaks_passed(self) -> bool:
+        return all(c["passed"] for c in self.leak_checks)
 
 
 def scenario_for(base: Scenario, definition: BenchmarkDefinition,
@@ -111,6 +117,11 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
                 try:
                     for step in group.steps:
                         _run_step(env, step, writer, progress, task, label, outcome)
+                    aliasing = [p for p in ALIASING_POLICIES if p in paths]
+                    if aliasing:
+                        progress.update(task, description=f"{label}: leak check")
+                        outcome.leak_checks.append(
+                            run_leak_check(env, aliasing, run_dir / "raw"))
                 finally:
                     outcome.switch_seconds.extend(env.switch_seconds)
                     env.stop()

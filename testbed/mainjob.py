@@ -107,14 +107,36 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
                  provenance=provenance,
                  parameters={"scenario": scenario.to_dict(), "runner": outcome_dict(outcome),
                              "preflight": pre},
-                 leak_check={})
+                 leak_check=_leak_summary(outcome.leak_checks))
     console.print("[5/5] report")
     out = render_report(run_dir, reanalyse=False, console=console)
     minutes = (time.monotonic() - started) / 60
     console.print(f"\n{outcome.samples} samples ({outcome.failed_samples} failed) in "
                   f"{minutes:.1f} min.  results: {run_dir / 'results.json'}")
     console.print(f"report: {out['markdown']}  {out['html']}  ({len(out['plots'])} plots)")
-    return 0 if outcome.failed_samples == 0 else 1
+    leaks = _leak_summary(outcome.leak_checks)
+    if leaks:
+        verdict = "[green]passed[/]" if leaks["passed"] else "[red]FAILED[/]"
+        console.print(f"leak check ({leaks['packets']} packets on the front-door link under "
+                      f"{', '.join(leaks['policies'])}): {leaks['hits']} subscriber addresses "
+                      f"seen, control under route found {leaks['control_hits']}: {verdict}")
+    ok = outcome.failed_samples == 0 and (not leaks or leaks["passed"])
+    return 0 if ok else 1
+
+
+def _leak_summary(checks: list[dict]) -> dict:
+    """One block for results.json from the per-network leak checks (empty: none ran)."""
+    if not checks:
+        return {}
+    policies = sorted({p for c in checks for p in c["policies"]})
+    return {
+        "passed": all(c["passed"] for c in checks),
+        "hits": sum(c["hits"] for c in checks),
+        "packets": sum(r["packets"] for c in checks for r in c["policies"].values()),
+        "control_hits": sum(c["control"]["hits"] for c in checks),
+        "policies": policies,
+        "checks": checks,
+    }
 
 
 def _calibration_for_schema(cal: dict) -> dict:
