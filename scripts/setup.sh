@@ -15,7 +15,8 @@ VENV="$ROOT/.venv"
 
 # Debian/Ubuntu packages: the real network tools and services the testbed drives.
 APT_PACKAGES=(
-  python3 python3-venv python3-dev mininet iproute2 iputils-ping nftables conntrack tcpdump ethtool
+  python3 python3-venv python3-dev python3-nftables mininet iproute2 iputils-ping nftables conntrack
+  tcpdump ethtool socat
   iperf3 bind9 bind9-dnsutils tinyproxy procps psmisc kmod ca-certificates gcc libc6-dev git
 )
 missing=()

@@ -86,5 +86,6 @@ def test_renderers() -> None:
 
 @pytest.mark.parametrize("argv", [["teardown", "--table", "bad name"], ["lookup", "--alias",
                                                                          "1.2.3.4"]])
-def test_usage_errors_exit_2(argv) -> None:
+def test_usage_errors_exit_2(argv, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("CFR_RUN_DIR", str(tmp_path))  # nothing applied in "this" namespace
     assert cli.main(argv) == 2

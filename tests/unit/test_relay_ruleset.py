@@ -23,8 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "relay" / "examples" / "edge.toml"
+EXAMPLE = Path(__file__).resolve().parent / "golden" / "relay" / "base.toml"
 GOLDEN = Path(__file__).resolve().parent / "golden" / "relay"
 KEY = bytes(range(32))
 UPDATE = os.environ.get("CFR_UPDATE_GOLDEN") == "1"

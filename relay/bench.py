@@ -1,0 +1,406 @@
+"""What does the relay cost? Run as root:  .venv/bin/python -m relay.bench [--quick]
+
+Builds its own namespaces (relay.labnet, zero-delay veth links), and measures, with the
+policies compared *within one run* in interleaved, randomised order (A B B A ...):
+
+  latency     request/response round trips (64 B, TCP_NODELAY) over an established TCP
+              flow: none (no relay table) vs route vs cfr-flow, in blocks; median and p99
+  latency_paired  the precise comparison: one flow opened under route, one under cfr-flow,
+              round trips alternating between them in one process (same load for both);
+              median of paired differences with a bootstrap CI, v4 and v6
+  throughput  iperf3, 1 and 4 streams, route vs cfr-flow
+  connrate    new TCP connections per second: cgn vs cfr-flow (full connections to a
+              server, and SYN->RST attempts that isolate conntrack + NAT setup), plus
+              cfr-flow with `cfr run` following conntrack events into the mapping log
+  rotation    epoch rotation: nft transaction time and whole `cfr rotate`, default and
+              4096-alias pools; established TCP/UDP flows probed every 5 ms meanwhile
+  memory      kernel slab per tracked, NATed flow, up to the largest table tried
+
+Absolute numbers from a shared 2-core machine are indicative; compare ratios. Prints a
+summary and writes JSON (--out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from relay.labnet import LabNet, wait_for
+
+
+def _q(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def _boot_diff(a: list[float], b: list[float], n: int = 2000) -> tuple[float, float]:
+    """95% bootstrap CI of median(b) - median(a) over per-block values."""
+    rng = random.Random(1)
+    ds = []
+    for _ in range(n):
+        ra = [rng.choice(a) for _ in a]
+        rb = [rng.choice(b) for _ in b]
+        ds.append(statistics.median(rb) - statistics.median(ra))
+    return _q(ds, 0.025), _q(ds, 0.975)
+
+
+def _order(variants: list[str], rounds: int, seed: int = 7) -> list[str]:
+    """Randomised, interleaved: each round a shuffled order, followed by its reverse."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    for _ in range(rounds):
+        v = variants[:]
+        rng.shuffle(v)
+        out += v + v[::-1]
+    return out
+
+
+class Bench:
+    def __init__(self, net: LabNet, quick: bool) -> None:
+        self.net = net
+        self.quick = quick
+        self.state = net.tmp / "state"
+
+    def apply(self, policy: str, **over: Any) -> Path:
+        if policy == "none":
+            self.net.cmd("edge", "nft", "delete", "table", "inet", "cfr", check=False)
+            return Path()
+        over.setdefault("limits__flows_per_subscriber", 60000)
+        cfg = self.net.write_config(policy, name=f"{policy}.toml", **over)
+        r = self.net.cfr("apply", str(cfg))
+        if r.returncode:
+            raise RuntimeError(r.stderr)
+        return cfg
+
+    def flush(self) -> None:
+        self.net.cmd("edge", "conntrack", "-F", check=False)
+
+    # -- latency ---------------------------------------------------------------------
+    def latency(self) -> dict[str, Any]:
+        variants = ["none", "route", "cfr-flow"]
+        count = 1000 if self.quick else 4000
+        rounds = 2 if self.quick else 4
+        samples: dict[str, list[float]] = {v: [] for v in variants}
+        blocks: dict[str, list[float]] = {v: [] for v in variants}
+        for v in _order(variants, rounds):
+            self.apply(v)
+            out = json.loads(self.net.py("sub1", "rr", "--dst", self.net.plan.fd_v4,
+                                         "--count", str(count)))
+            us = [x / 1000 for x in out["rtt_ns"][50:]]  # drop warm-up
+            samples[v] += us
+            blocks[v].append(statistics.median(us))
+        res: dict[str, Any] = {"unit": "us", "samples_per_block": count, "rounds": rounds}
+        for v in variants:
+            res[v] = {"median": statistics.median(samples[v]), "p99": _q(samples[v], 0.99),
+                      "n": len(samples[v]), "block_medians": blocks[v]}
+        for a, b in (("route", "cfr-flow"), ("none", "cfr-flow"), ("none", "route")):
+            lo, hi = _boot_diff(blocks[a], blocks[b])
+            res[f"{b}_minus_{a}"] = {
+                "median_diff": statistics.median(blocks[b]) - statistics.median(blocks[a]),
+                "ci95": [lo, hi],
+                "p99_diff": res[b]["p99"] - res[a]["p99"]}
+        return res
+
+    def latency_paired(self) -> dict[str, Any]:
+        """Flow A opened under `route` (never translated), flow B under `cfr-flow` (every
+        packet translated); round trips alternate A/B in one process, so machine load hits
+        both equally. Difference = the per-packet cost of the relay's translation."""
+        count = 4000 if self.quick else 20000
+        diffs: list[float] = []
+        res: dict[str, Any] = {"unit": "us", "pairs": count}
+        a_all: list[float] = []
+        b_all: list[float] = []
+        for dst in (self.net.plan.fd_v4, self.net.plan.fd_v6):
+            self.apply("route", safety__leak_guard=False)
+            p = self.net.py_popen("sub1", "rrpair", "--dst", dst, "--count", str(count),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            json.loads(p.stdout.readline())
+            self.apply("cfr-flow", safety__leak_guard=False)
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            out = json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1])
+            assert out["peer_a"] != out["peer_b"], out  # A untranslated, B aliased
+            a = [x / 1000 for x in out["a_ns"][100:]]
+            b = [x / 1000 for x in out["b_ns"][100:]]
+            d = [y - x for x, y in zip(a, b, strict=True)]
+            fam = "v6" if ":" in dst else "v4"
+            rng = random.Random(2)
+            meds = sorted(statistics.median(rng.choices(d, k=len(d))) for _ in range(300))
+            lo, hi = meds[7], meds[292]
+            res[fam] = {"route_median": statistics.median(a), "route_p99": _q(a, 0.99),
+                        "cfr_flow_median": statistics.median(b), "cfr_flow_p99": _q(b, 0.99),
+                        "paired_diff_median": statistics.median(d), "ci95": [lo, hi],
+                        "peer_route": out["peer_a"], "peer_cfr_flow": out["peer_b"]}
+            diffs += d
+            a_all += a
+            b_all += b
+        res["all"] = {"paired_diff_median": statistics.median(diffs),
+                      "route_p99": _q(a_all, 0.99), "cfr_flow_p99": _q(b_all, 0.99)}
+        return res
+
+    # -- throughput ------------------------------------------------------------------
+    def throughput(self) -> dict[str, Any]:
+        secs = "2" if self.quick else "4"
+        rounds = 1 if self.quick else 2
+        res: dict[str, Any] = {"unit": "Gbit/s", "seconds": float(secs)}
+        for streams in (1, 4):
+            vals: dict[str, list[float]] = {"route": [], "cfr-flow": []}
+            for v in _order(list(vals), rounds, seed=streams):
+                self.apply(v)
+                out = self.net.cmd("sub1", "iperf3", "-c", self.net.plan.fd_v4, "-t", secs,
+                                   "-O", "1", "-P", str(streams), "-J", timeout=60).stdout
+                bps = json.loads(out)["end"]["sum_received"]["bits_per_second"]
+                vals[v].append(bps / 1e9)
+            res[f"{streams}_streams"] = {
+                v: {"median": statistics.median(x), "runs": x} for v, x in vals.items()}
+            res[f"{streams}_streams"]["ratio_cfr_flow_over_route"] = (
+                statistics.median(vals["cfr-flow"]) / statistics.median(vals["route"]))
+        return res
+
+    # -- connection rate -------------------------------------------------------------
+    def connrate(self) -> dict[str, Any]:
+        secs = "2" if self.quick else "3"
+        rounds = 1 if self.quick else 2
+        res: dict[str, Any] = {"unit": "connections/s", "seconds": float(secs)}
+        for mode in ("refused", "full"):
+            vals: dict[str, list[float]] = {"cgn": [], "cfr-flow": [], "cfr-flow+log": []}
+            for v in _order(list(vals), rounds, seed=3):
+                self.flush()
+                daemon = None
+                if v == "cfr-flow+log":
+                    cfg = self.apply("cfr-flow")
+                    daemon = self.net.popen("edge", sys.executable, "-m", "relay.cli", "run",
+                                            str(cfg), stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
+                    wait_for(lambda: (self.state / "cfr.pid").exists(), timeout=10)
+                    time.sleep(0.5)
+                else:
+                    self.apply(v)
+                args = ["connrate", "--dst", self.net.plan.fd_v4, "--seconds", secs]
+                if mode == "refused":
+                    args.append("--refused")
+                out = json.loads(self.net.py("sub1", *args))
+                vals[v].append(out["rate"])
+                if daemon is not None:
+                    self.net.stop(daemon)
+            res[mode] = {v: {"median": statistics.median(x), "runs": x} for v, x in vals.items()}
+            res[mode]["ratio_cfr_flow_over_cgn"] = (
+                statistics.median(vals["cfr-flow"]) / statistics.median(vals["cgn"]))
+        return res
+
+    # -- rotation --------------------------------------------------------------------
+    def rotation(self) -> dict[str, Any]:
+        n = 20 if self.quick else 50
+        res: dict[str, Any] = {"unit": "ms", "rotations": n}
+        stop = self.net.tmp / "stop-rot"
+        self.net.cmd("tr", "ip", "route", "replace", "198.19.0.0/20", "via", "198.19.252.2")
+        for label, over in (("pool16", {}),
+                            ("pool4096", {"alias__v4": ["198.19.0.0/20"],
+                                          "alias__v6_pool_size": 4096})):
+            cfg = self.apply("cfr-epoch", **over)
+            stop.unlink(missing_ok=True)
+            holds = [self.net.py_popen("sub1", "hold", "--dst", d, "--interval", "0.005",
+                                       "--duration", "300", "--stop-file", str(stop),
+                                       stdout=subprocess.PIPE, text=True)
+                     for d in (self.net.plan.fd_v4, self.net.plan.fd_v6)]
+            for h in holds:
+                h.stdout.readline()
+            timing = json.loads(self.net.cmd(
+                "edge", sys.executable, "-m", "relay.bench", "_rotate", str(cfg), str(n),
+                timeout=300).stdout)
+            cli = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                self.net.cfr("rotate", str(cfg), check=True)
+                cli.append((time.perf_counter() - t0) * 1000)
+            stop.touch()
+            flows = [json.loads(h.communicate(timeout=30)[0].strip().splitlines()[-1])
+                     for h in holds]
+            res[label] = {
+                "nft_transaction_ms": {"median": statistics.median(timing["nft"]),
+                                       "max": max(timing["nft"])},
+                "engine_rotate_ms": {"median": statistics.median(timing["engine"]),
+                                     "max": max(timing["engine"])},
+                "cli_cfr_rotate_ms": {"median": statistics.median(cli), "max": max(cli)},
+                "established_flows": [
+                    {p: {"sent": f[p]["sent"], "ok": f[p]["ok"], "errors": len(f[p]["errors"]),
+                         "max_gap_ms": round(f[p]["max_gap"] * 1000, 1),
+                         "peers_seen": len(f[p]["peers"])} for p in ("tcp", "udp")}
+                    for f in flows],
+            }
+        return res
+
+    # -- memory ----------------------------------------------------------------------
+    def memory(self) -> dict[str, Any]:
+        self.flush()
+        self.apply("cfr-flow", timeouts__udp_unreplied="10m")
+        p = self.net.plan
+        steps = [("sub1", p.fd_v4), ("sub1", p.fd_v6), ("sub2", p.fd_v4), ("sub2", p.fd_v6)]
+        if self.quick:
+            steps = steps[:2]
+        base = _kernel_mem(self.net)
+        points = []
+        for role, dst in steps:
+            self.net.py(role, "udpflood", "--dst", dst, "--lo", "10000", "--hi", "59999")
+            time.sleep(0.5)
+            m = _kernel_mem(self.net)
+            flows = m["conntrack"] - base["conntrack"]
+            points.append({
+                "tracked_flows": m["conntrack"],
+                "slab_bytes_per_flow": (m["slab"] - base["slab"]) / max(1, flows),
+                "nf_conntrack_objects_delta": m["ct_objs"] - base["ct_objs"],
+            })
+        last = points[-1]
+        st = json.loads(self.net.cfr("status", str(self.net.tmp / "cfr-flow.toml"), "--json",
+                                     check=True, timeout=300).stdout)
+        self.flush()
+        return {"unit": "bytes", "points": points,
+                "largest_table_tried": last["tracked_flows"],
+                "nf_conntrack_objsize": base["ct_objsize"],
+                "bytes_per_flow_estimate": last["slab_bytes_per_flow"],
+                "status_aliased_flows": st["flows"]["aliased_flows"],
+                "note": "slab delta is system-wide (other processes add noise); "
+                        "nf_conntrack objects are exact"}
+
+
+def _kernel_mem(net: LabNet) -> dict[str, float]:
+    count = int(net.cmd("edge", "cat", "/proc/sys/net/netfilter/nf_conntrack_count").stdout)
+    slab = 0
+    objs = 0
+    objsize = 0
+    for line in Path("/proc/slabinfo").read_text().splitlines()[2:]:
+        f = line.split()
+        slab += int(f[2]) * int(f[3])
+        if f[0] == "nf_conntrack":
+            objs, objsize = int(f[1]), int(f[3])
+    meminfo = Path("/proc/meminfo").read_text()
+    m = re.search(r"^Slab:\s+(\d+) kB", meminfo, re.M)
+    return {"conntrack": count, "slab": slab, "ct_objs": objs, "ct_objsize": objsize,
+            "meminfo_slab": int(m.group(1)) * 1024 if m else 0}
+
+
+def _rotate_inside(cfg_path: str, n: int) -> None:
+    """Runs inside the edge namespace: time the rotation transaction itself."""
+    from relay import config, engine, nft
+    from relay.ruleset import rotation
+
+    cfg = config.load(cfg_path)
+    nft_ms, eng_ms = [], []
+    sd = engine.state_for(cfg)
+    for _ in range(n):
+        sd.bump_rotations()
+        tx = rotation(cfg, engine.current_plan(cfg, sd))
+        t0 = time.perf_counter()
+        nft.apply(tx)
+        nft_ms.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        engine.rotate_to_current(cfg, force=True)
+        eng_ms.append((time.perf_counter() - t0) * 1000)
+        time.sleep(0.05)
+    print(json.dumps({"nft": nft_ms, "engine": eng_ms}))
+
+
+def summary(r: dict[str, Any]) -> str:
+    out = []
+    if "latency" in r:
+        lat = r["latency"]
+        out.append("latency (us, request/response over established TCP):")
+        for v in ("none", "route", "cfr-flow"):
+            out.append(f"  {v:<9} median {lat[v]['median']:.1f}  p99 {lat[v]['p99']:.1f}")
+        d = lat["cfr-flow_minus_route"]
+        out.append(f"  cfr-flow - route: median {d['median_diff']:+.2f} us "
+                   f"(95% CI {d['ci95'][0]:+.2f} .. {d['ci95'][1]:+.2f}), "
+                   f"p99 {d['p99_diff']:+.1f} us")
+    if "latency_paired" in r:
+        lp = r["latency_paired"]
+        for fam in ("v4", "v6"):
+            x = lp[fam]
+            out.append(f"paired latency {fam} (us): route median {x['route_median']:.1f} p99 "
+                       f"{x['route_p99']:.1f}; cfr-flow median {x['cfr_flow_median']:.1f} p99 "
+                       f"{x['cfr_flow_p99']:.1f}; paired difference median "
+                       f"{x['paired_diff_median']:+.2f} (95% CI {x['ci95'][0]:+.2f} .. "
+                       f"{x['ci95'][1]:+.2f})")
+    if "throughput" in r:
+        for k in ("1_streams", "4_streams"):
+            t = r["throughput"][k]
+            out.append(f"throughput {k.replace('_', ' ')}: route {t['route']['median']:.2f} "
+                       f"Gbit/s, cfr-flow {t['cfr-flow']['median']:.2f} Gbit/s "
+                       f"(ratio {t['ratio_cfr_flow_over_route']:.3f})")
+    if "connrate" in r:
+        for mode in ("refused", "full"):
+            c = r["connrate"][mode]
+            out.append(f"new connections/s ({mode}): cgn {c['cgn']['median']:.0f}, cfr-flow "
+                       f"{c['cfr-flow']['median']:.0f}, cfr-flow+mapping log "
+                       f"{c['cfr-flow+log']['median']:.0f} (ratio cfr-flow/cgn "
+                       f"{c['ratio_cfr_flow_over_cgn']:.3f})")
+    if "rotation" in r:
+        for k in ("pool16", "pool4096"):
+            x = r["rotation"][k]
+            flows = x["established_flows"]
+            errs = sum(f[p]["errors"] for f in flows for p in ("tcp", "udp"))
+            lost = sum(f[p]["sent"] - f[p]["ok"] for f in flows for p in ("tcp", "udp"))
+            gap = max(f[p]["max_gap_ms"] for f in flows for p in ("tcp", "udp"))
+            out.append(f"rotation {k}: nft transaction median "
+                       f"{x['nft_transaction_ms']['median']:.1f} ms (max "
+                       f"{x['nft_transaction_ms']['max']:.1f}), `cfr rotate` "
+                       f"{x['cli_cfr_rotate_ms']['median']:.0f} ms; established flows: "
+                       f"{errs} errors, {lost} lost probes, max gap {gap} ms")
+    if "memory" in r:
+        m = r["memory"]
+        out.append(f"memory: ~{m['bytes_per_flow_estimate']:.0f} bytes of kernel slab per "
+                   f"tracked NATed flow (nf_conntrack object {m['nf_conntrack_objsize']} B); "
+                   f"largest table tried {m['largest_table_tried']} flows")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_rotate":
+        _rotate_inside(argv[1], int(argv[2]))
+        return 0
+    ap = argparse.ArgumentParser(prog="relay.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
+    ap.add_argument("--only", nargs="*", choices=["latency", "latency_paired", "throughput",
+                                                 "connrate", "rotation", "memory"])
+    ap.add_argument("--out", type=Path, help="write JSON results here")
+    a = ap.parse_args(argv)
+    results: dict[str, Any] = {"schema": 1, "quick": a.quick, "started": time.time()}
+    with LabNet() as net:
+        net.cmd("sub1", "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
+        srv = net.py_popen("fd", "serve", net.plan.fd_v4, net.plan.fd_v6,
+                           stdout=subprocess.PIPE, text=True)
+        srv.stdout.readline()
+        net.popen("fd", "iperf3", "-s", "-B", net.plan.fd_v4, stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+        b = Bench(net, a.quick)
+        for name in a.only or ["latency", "latency_paired", "throughput", "connrate",
+                               "rotation", "memory"]:
+            t0 = time.time()
+            try:
+                results[name] = getattr(b, name)()
+            except Exception as e:  # keep the other measurements
+                results.setdefault("errors", {})[name] = repr(e)
+                print(f"[{name} FAILED: {e!r}]", file=sys.stderr)
+                continue
+            results[name]["wall_seconds"] = round(time.time() - t0, 1)
+            print(f"[{name} done in {results[name]['wall_seconds']} s]", file=sys.stderr)
+            print(summary({name: results[name]}), file=sys.stderr)
+            if a.out:
+                a.out.write_text(json.dumps(results, indent=1) + "\n")
+    results["finished"] = time.time()
+    print(summary(results))
+    if a.out:
+        a.out.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
