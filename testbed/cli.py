@@ -153,28 +153,54 @@ def _print_network(net, console) -> None:
     console.print(table)
 
 
+def _start_services(net, scenario: Scenario, console, interactive: bool):
+    """DNS, the ECH front door (and origin), the proxies and the relay with the scenario's
+    policy (`cfr run`: epochs rotate, mapping log written), as a user of `up` expects."""
+    from benchmarks.environment import POLICY_OF_PATH, BenchEnv
+
+    env = BenchEnv(net, net.registry.make_tmpdir("services"), ech_mode=scenario.ech_mode)
+    env.start(list(POLICY_OF_PATH))
+    env.relay.start_daemon(scenario.policy)
+    services = {"dns": env.dns.address, "ca": str(env.ca_file),
+                "front_door": [env.front_door(4), env.front_door(6)],
+                "ech_mode": scenario.ech_mode, "relay_policy": scenario.policy,
+                "relay_config": str(env.relay.config_path(scenario.policy)),
+                "proxies": {k: v.endpoint for k, v in env.proxies.items()}}
+    net.registry.set_info(services=services)
+    if interactive:
+        console.print(f"services: DNS {services['dns']}, ECH front door "
+                      f"{services['front_door'][0]} ({scenario.ech_mode} mode), relay policy "
+                      f"[bold]{scenario.policy}[/] on edge, proxies "
+                      f"{', '.join(services['proxies'].values())}")
+        console.print(f"  e.g. cfrbench exec s1 -- {paths.BIN_DIR / 'echd'} load "
+                      f"--dns {services['dns']} --ca {services['ca']} --site site-0001.example")
+    return env
+
+
 def _serve_network(scenario: Scenario, prefix: str | None, ready_file: str | None,
-                   interactive: bool) -> int:
+                   interactive: bool, bare: bool = False) -> int:
     """Bring the network up and keep it until SIGTERM/SIGINT (foreground or detached)."""
     from testbed.network import Network
 
     console = _console()
-    stop = {"flag": False}
 
     def _on_signal(signum, frame):  # noqa: ARG001
-        stop["flag"] = True
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _on_signal)
     registry = lifecycle.RunRegistry("up", prefix=prefix)
     net = Network(scenario, registry)
+    env = None
     try:
         net.start()
+        if interactive:
+            _print_network(net, console)
+        if not bare:
+            env = _start_services(net, scenario, console, interactive)
         registry.set_info(ready=True)
         if ready_file:
             Path(ready_file).write_text(registry.prefix)
         if interactive:
-            _print_network(net, console)
             console.print(f"network [bold]{registry.prefix}[/] is up; "
                           f"'cfrbench exec NODE -- CMD' runs commands in it; Ctrl-C stops it.")
         while True:
@@ -182,6 +208,8 @@ def _serve_network(scenario: Scenario, prefix: str | None, ready_file: str | Non
     except KeyboardInterrupt:
         pass
     finally:
+        if env is not None:
+            env.stop()
         problems = net.stop() + registry.close()
         if interactive:
             console.print(f"network {registry.prefix} is down "
@@ -195,13 +223,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     require_root()
     if not args.detach:
-        return _serve_network(scenario, None, None, interactive=True)
+        return _serve_network(scenario, None, None, interactive=True, bare=args.bare)
     prefix = lifecycle.new_prefix()
     paths.STATE_DIR.mkdir(parents=True, exist_ok=True)
     log = paths.STATE_DIR / f"{prefix}.log"
     ready = paths.STATE_DIR / f"{prefix}.ready"
     argv = [sys.executable, "-m", "testbed.cli", "_serve", "--prefix", prefix,
-            "--ready-file", str(ready), *scenario_argv(args)]
+            "--ready-file", str(ready), *scenario_argv(args), *(["--bare"] if args.bare else [])]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True,
@@ -221,7 +249,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     console.print(f"network [bold]{prefix}[/] is up in the background "
                   f"(controller pid {state.controller_pid}); nodes: "
                   f"{', '.join(state.info['network']['nodes'])}")
-    console.print(f"  cfrbench exec s1 -- ping -c3 fd      cfrbench cli      "
+    services = state.info.get("services")
+    if services:
+        console.print(f"services: DNS {services['dns']}, front door "
+                      f"{services['front_door'][0]} ({services['ech_mode']}), relay policy "
+                      f"{services['relay_policy']}, CA {services['ca']}")
+    fd4 = state.info["network"]["nodes"]["fd"]["addresses"]["lo"][0].split("/")[0]
+    console.print(f"  cfrbench exec s1 -- ping -c3 {fd4}    cfrbench cli    "
                   f"cfrbench down {prefix}")
     return 0
 
@@ -229,7 +263,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     require_root()
-    return _serve_network(scenario, args.prefix, args.ready_file, interactive=False)
+    return _serve_network(scenario, args.prefix, args.ready_file, interactive=False,
+                          bare=args.bare)
 
 
 def _running_network(prefix: str | None) -> lifecycle.RunState:
@@ -371,12 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="bring the default topology up (foreground, or --detach)")
     add_scenario_options(p)
     p.add_argument("--detach", action="store_true", help="keep it running until 'down'")
+    p.add_argument("--bare", action="store_true",
+                   help="the network only: no DNS, front door, proxies or relay")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("_serve", help=argparse.SUPPRESS)
     add_scenario_options(p)
     p.add_argument("--prefix", required=True)
     p.add_argument("--ready-file")
+    p.add_argument("--bare", action="store_true")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("down", help="stop a network started with 'up --detach'")
