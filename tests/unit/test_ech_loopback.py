@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import random
 import shutil
 import socket
@@ -394,3 +395,131 @@ def test_bad_input_exits_2_with_one_line(env: Env, tmp_path: Path) -> None:
         assert len(lines) == 1 and lines[0].startswith("echd"), (argv, res.stderr)
     res = subprocess.run(cases[7], capture_output=True, text=True, timeout=30)
     assert "unknown site nosuch.example" in res.stderr
+
+
+# --- Fields the linkability analysis needs (benchmarks/linkability/README.md, "Contract
+# with the emulation side"): workload fields copied into the ground truth, and issued
+# session-ticket hashes in the front-door log.
+
+def strict_truth(res) -> list[dict]:
+    """The ground-truth file as written, parsed strictly: a key twice in one line fails
+    (json.loads would silently keep the last one)."""
+    def no_dups(pairs: list[tuple[str, object]]) -> dict:
+        keys = [k for k, _ in pairs]
+        assert len(keys) == len(set(keys)), f"duplicate keys in {keys}"
+        return dict(pairs)
+
+    out = Path(res.argv[res.argv.index("--out") + 1])
+    return [json.loads(line, object_pairs_hook=no_dups)
+            for line in out.read_text().splitlines() if line.strip()]
+
+
+EXTRA_KEYS = ("household", "device", "session_id", "family", "x_unknown")
+
+
+def test_workload_extra_fields_copied_into_ground_truth(env: Env) -> None:
+    workload = [
+        {"t": 0.0, "subscriber": "alice", "source": "127.0.0.1", "site": "pineapple-pizza.example",
+         "path": "/page/3", "subresources": True, "household": "hh-1", "device": "hh-1/laptop",
+         "session_id": "sess-1", "family": 4, "x_unknown": {"nested": [1, "two", None]}},
+        {"t": 0.1, "subscriber": "bob", "source": "::1", "site": "anchovy-fans.test",
+         "household": "hh-2", "device": "hh-2/phone", "session_id": "sess-2", "family": 6,
+         "x_unknown": None},
+        {"t": 0.2, "subscriber": "alice", "source": "127.0.0.1", "site": "site-0001.example",
+         "household": "hh-1", "device": "hh-1/laptop", "session_id": "sess-3", "family": 4,
+         "x_unknown": 3.25},
+    ]
+    with env.cdn("shared"):
+        res = env.load("wl-extra").run(workload=workload, resumption=True)
+    assert res.summary["errors"] == 0, res.summary
+    truth = strict_truth(res)
+    assert len(truth) == 3
+    by_key = {(w["subscriber"], w["site"]): w for w in workload}
+    for r in truth:
+        w = by_key[(r["subscriber"], r["site"])]
+        for k in EXTRA_KEYS:
+            assert k in r and r[k] == w[k], (k, r)
+        # The generator's own fields are intact; the workload's t/source/subresources are
+        # interpreted, not copied.
+        assert r["client_random"] and r["flow_id"].startswith("run")
+        assert not {"t", "source", "subresources"} & r.keys()
+    page = next(r for r in truth if r["site"] == "pineapple-pizza.example")
+    assert page["requests"] == 4  # page + 3 sub-resources, one connection, one record
+
+
+def test_workload_extra_fields_on_every_connection_of_a_retry(env: Env) -> None:
+    """A workload record that produces two connections (ECH rejected with retry configs,
+    then the retry) copies its fields into both ground-truth records."""
+    w = {"t": 0.0, "subscriber": "carol", "source": "127.0.0.1", "site": "site-0011.example",
+         "household": "hh-9", "device": "hh-9/tv", "session_id": "sess-9", "family": 4,
+         "x_unknown": ["a", {"b": 1}]}
+    with env.cdn("shared") as cdn:
+        try:
+            rotate_ech_keys(env.key_dir, "cdn.example")  # DNS still publishes the old config
+            cdn.front.reload_keys()
+            res = env.load("wl-retry").run(workload=[w])
+        finally:
+            env.dns.reload(env.zone())
+    truth = strict_truth(res)
+    assert [r["attempt"] for r in truth] == [1, 2], truth
+    assert "retry configs" in truth[0]["error"] and truth[1]["ech_accepted"]
+    for r in truth:
+        for k in EXTRA_KEYS:
+            assert r[k] == w[k], (k, r)
+
+
+def test_workload_field_collision_generator_wins(env: Env) -> None:
+    w = {"t": 0.0, "subscriber": "dave", "source": "127.0.0.1", "site": "site-0012.example",
+         "ts": 1.5, "flow_id": "mine", "local_addr": "10.9.9.9", "ech_accepted": "nope",
+         "client_random": "00", "household": "hh-4"}
+    before = time.time()
+    with env.cdn("shared"):
+        res = env.load("wl-collide").run(workload=[w])
+    (r,) = strict_truth(res)  # strict: no key twice
+    assert r["ts"] >= before - 1 and r["ts"] != 1.5
+    assert r["flow_id"] != "mine" and r["flow_id"].startswith("run")
+    assert r["local_addr"] == "127.0.0.1"
+    assert r["ech_accepted"] is True
+    assert r["client_random"] != "00" and len(r["client_random"]) == 64
+    assert r["household"] == "hh-4"
+
+
+@pytest.mark.parametrize("mode", ["shared", "split"])
+def test_issued_ticket_hashes_link_resumed_connection(env: Env, mode: str) -> None:
+    """An adversary at the front door (shared) or origin (split) links each resumed
+    connection to the handshake that issued its ticket: psk_id_hash of connection i is
+    among issued_ticket_hashes of connection i-1."""
+    with env.cdn(mode) as cdn:
+        res = env.load(f"tickets-{mode}").run(sites=["site-0013.example"], count=3,
+                                              resumption=True)
+        assert res.summary["errors"] == 0, res.summary
+        assert [r["resumed"] for r in res.records] == [False, True, True]
+        cdn.stop()
+        front = {r["client_random"]: r for r in wait_records(cdn.front, 3)}
+        seen = [front[t["client_random"]] for t in res.records]
+        if mode == "split":
+            assert all(r["issued_ticket_hashes"] is None for r in seen)  # invisible to the front
+            origin = {r["client_random"]: r for r in cdn.origin.records()}
+            issuer = [origin[t["client_random"]] for t in res.records]  # join on client_random
+            assert [o["psk_id_hash"] for o in issuer] == [r["psk_id_hash"] for r in seen]
+        else:
+            issuer = seen
+        assert seen[0]["psk_id_hash"] is None
+        for i in range(1, 3):
+            assert seen[i]["psk_id_hash"] is not None
+            assert seen[i]["psk_id_hash"] in issuer[i - 1]["issued_ticket_hashes"], (i, issuer)
+        hashes = [h for r in issuer for h in r["issued_ticket_hashes"]]
+        assert hashes and len(hashes) == len(set(hashes))
+        assert all(len(h) == 16 for h in hashes)
+
+
+def test_issued_ticket_hashes_empty_without_resumption(env: Env) -> None:
+    with env.cdn("shared", resumption=False) as cdn:
+        res = env.load("tickets-off").run(sites=["site-0014.example"], count=2, resumption=True)
+        assert res.summary["errors"] == 0 and not any(r["resumed"] for r in res.records)
+        cdn.stop()
+        recs = wait_records(cdn.front, 2)
+        assert len(recs) == 2
+        for r in recs:
+            assert "issued_ticket_hashes" in r and not r["issued_ticket_hashes"]
+            assert r["psk_id_hash"] is None

@@ -376,7 +376,7 @@ func cmdLoad(args []string) error {
 	arrivals := fs.String("arrivals", "uniform", "open loop inter-arrival times: uniform or poisson")
 	maxIn := fs.Int("max-inflight", 4096, "open loop: flows in flight before new ones are dropped (and recorded)")
 	resumption := fs.String("resumption", "off", "on: per-subscriber TLS session cache (tickets); off: every handshake full")
-	workload := fs.String("workload", "", "JSON-lines workload file ({t, subscriber, source, site, path, subresources})")
+	workload := fs.String("workload", "", "JSON-lines workload file ({t, subscriber, source, site, path, subresources}; other keys are copied into each ground-truth line)")
 	fs.Var(&proxies, "proxy", "HTTP CONNECT proxy HOST:PORT (repeat to chain; tunnels TLS, never terminates it)")
 	out := fs.String("out", "", "ground-truth JSON lines file ('-' stdout)")
 	summaryJSON := fs.Bool("summary-json", false, "print the summary as JSON")

@@ -17,26 +17,32 @@ import (
 // Record is one connection as the front door saw it. Pointer fields are JSON null when
 // unknown or not applicable.
 type Record struct {
-	TS           float64  `json:"ts"`
-	ConnID       uint64   `json:"conn_id"`
-	PeerAddr     string   `json:"peer_addr"`
-	PeerPort     int      `json:"peer_port"`
-	LocalAddr    string   `json:"local_addr"`
-	LocalPort    int      `json:"local_port"`
-	OuterSNI     *string  `json:"outer_sni"`
-	InnerSNI     *string  `json:"inner_sni"`
-	ECH          string   `json:"ech"`
-	Resumed      bool     `json:"resumed"`
-	PSKIDHash    *string  `json:"psk_id_hash"`
-	ClientRandom *string  `json:"client_random"`
-	ALPN         *string  `json:"alpn"`
-	BytesIn      int64    `json:"bytes_in"`
-	BytesOut     int64    `json:"bytes_out"`
-	HandshakeMS  *float64 `json:"handshake_ms"`
-	DurationMS   float64  `json:"duration_ms"`
-	Mode         string   `json:"mode"`
-	Route        *string  `json:"route,omitempty"`
-	Error        *string  `json:"error"`
+	TS        float64 `json:"ts"`
+	ConnID    uint64  `json:"conn_id"`
+	PeerAddr  string  `json:"peer_addr"`
+	PeerPort  int     `json:"peer_port"`
+	LocalAddr string  `json:"local_addr"`
+	LocalPort int     `json:"local_port"`
+	OuterSNI  *string `json:"outer_sni"`
+	InnerSNI  *string `json:"inner_sni"`
+	ECH       string  `json:"ech"`
+	Resumed   bool    `json:"resumed"`
+	PSKIDHash *string `json:"psk_id_hash"`
+	// IssuedTicketHashes are TicketHash of every session ticket the server sent on this
+	// connection: a later connection whose psk_id_hash is in this list resumed a ticket
+	// issued here. Empty when none was sent (resumption off, handshake failed); nil (JSON
+	// null) where the tickets are not visible (split front relaying to an origin: they
+	// travel encrypted inside TLS 1.3; the origin's log has them).
+	IssuedTicketHashes []string `json:"issued_ticket_hashes"`
+	ClientRandom       *string  `json:"client_random"`
+	ALPN               *string  `json:"alpn"`
+	BytesIn            int64    `json:"bytes_in"`
+	BytesOut           int64    `json:"bytes_out"`
+	HandshakeMS        *float64 `json:"handshake_ms"`
+	DurationMS         float64  `json:"duration_ms"`
+	Mode               string   `json:"mode"`
+	Route              *string  `json:"route,omitempty"`
+	Error              *string  `json:"error"`
 }
 
 // Logger serializes records to a file (or discards them).
@@ -105,9 +111,16 @@ func PSKHash(identity []byte) *string {
 	if len(identity) == 0 {
 		return nil
 	}
-	h := sha256.Sum256(identity)
-	s := hex.EncodeToString(h[:8])
+	s := TicketHash(identity)
 	return &s
+}
+
+// TicketHash is the hash behind psk_id_hash and issued_ticket_hashes: the first 16 hex
+// digits of SHA-256 of the ticket exactly as it travels (the NewSessionTicket ticket field,
+// which the client later presents unchanged as its PSK identity).
+func TicketHash(ticket []byte) string {
+	h := sha256.Sum256(ticket)
+	return hex.EncodeToString(h[:8])
 }
 
 // SplitAddr gives the textual IP (IPv4-mapped addresses shown as IPv4) and port.

@@ -6,6 +6,7 @@ package loadgen
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -21,6 +22,8 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/netip"
+	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,6 +51,11 @@ type WorkItem struct {
 	Path         string  `json:"path"`
 	Subresources bool    `json:"subresources"`
 	addr         netip.Addr
+	// Extra holds every other key of the workload line (household, device, session_id,
+	// family, ...), encoded once as the members of a JSON object without braces
+	// (`"device":"d1","household":"h1"`, keys sorted; keys that are ground-truth fields
+	// dropped). It is spliced unchanged into each ground-truth line of the record's flows.
+	Extra []byte `json:"-"`
 }
 
 // Options configures a run.
@@ -108,7 +116,41 @@ type Truth struct {
 	Proxy        *string  `json:"proxy"`
 	Attempt      int      `json:"attempt"`
 	LateMS       float64  `json:"late_ms"`
+	// extra: the workload record's own fields (WorkItem.Extra), appended to the line.
+	extra []byte
 }
+
+// MarshalLine is the ground-truth line without its newline: the generator's fields, then
+// the workload record's extra fields.
+func (t *Truth) MarshalLine() ([]byte, error) {
+	b, err := json.Marshal(t)
+	if err != nil || len(t.extra) == 0 {
+		return b, err
+	}
+	// b ends in '}' and has at least one member (Truth has no omitempty fields).
+	out := make([]byte, 0, len(b)+1+len(t.extra))
+	out = append(out, b[:len(b)-1]...)
+	out = append(out, ',')
+	out = append(out, t.extra...)
+	return append(out, '}'), nil
+}
+
+// truthFields are the ground-truth line's own keys: a workload field with one of these
+// names is dropped (the generator's value wins).
+var truthFields = func() map[string]bool {
+	m := map[string]bool{}
+	rt := reflect.TypeFor[Truth]()
+	for i := 0; i < rt.NumField(); i++ {
+		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			m[name] = true
+		}
+	}
+	return m
+}()
+
+// workItemFields are the workload keys echd load interprets itself (not copied through).
+var workItemFields = []string{"t", "subscriber", "source", "site", "path", "subresources"}
 
 // Summary is printed at the end of a run.
 type Summary struct {
@@ -295,7 +337,7 @@ func (g *Gen) writer() {
 			}
 			g.recs = append(g.recs, t)
 			if bw != nil {
-				b, _ := json.Marshal(t)
+				b, _ := t.MarshalLine()
 				_, _ = bw.Write(append(b, '\n'))
 			}
 		case <-tick.C:
@@ -312,6 +354,7 @@ type flowSpec struct {
 	path    string
 	session bool
 	sched   time.Time
+	extra   []byte // WorkItem.Extra
 }
 
 func (g *Gen) pickSite() string {
@@ -436,7 +479,7 @@ func (g *Gen) runWorkload(ctx context.Context, start time.Time) {
 		if path == "" {
 			path = "/"
 		}
-		spec := flowSpec{sub: g.subscriber(it.Subscriber, it.addr), site: it.Site, path: path, session: it.Subresources, sched: at}
+		spec := flowSpec{sub: g.subscriber(it.Subscriber, it.addr), site: it.Site, path: path, session: it.Subresources, sched: at, extra: it.Extra}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -492,7 +535,7 @@ func (g *Gen) flow(ctx context.Context, spec flowSpec) {
 	t0 := time.Now()
 	info, dnsMS, cached, err := g.res.lookup(spec.site, fam)
 	base := Truth{TS: unix(t0), Subscriber: spec.sub.id, FlowID: flowID, Site: spec.site, Path: spec.path,
-		DNSCached: cached, Attempt: 1, LateMS: float64(late.Microseconds()) / 1000}
+		DNSCached: cached, Attempt: 1, LateMS: float64(late.Microseconds()) / 1000, extra: spec.extra}
 	base.DNSMS = &dnsMS
 	if err != nil {
 		t := base
@@ -849,7 +892,8 @@ func ParseSources(r io.Reader, name string) ([]Source, error) {
 	return out, nil
 }
 
-// ParseWorkload reads JSON-lines workload items.
+// ParseWorkload reads JSON-lines workload items. Keys other than t, subscriber, source,
+// site, path and subresources are kept in WorkItem.Extra and copied into the ground truth.
 func ParseWorkload(r io.Reader, name string) ([]WorkItem, error) {
 	var out []WorkItem
 	sc := bufio.NewScanner(r)
@@ -862,11 +906,14 @@ func ParseWorkload(r io.Reader, name string) ([]WorkItem, error) {
 			continue
 		}
 		var it WorkItem
-		dec := json.NewDecoder(strings.NewReader(line))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&it); err != nil {
+		if err := json.Unmarshal([]byte(line), &it); err != nil {
 			return nil, fmt.Errorf("%s:%d: %v", name, ln, err)
 		}
+		extra, err := workloadExtra([]byte(line))
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %v", name, ln, err)
+		}
+		it.Extra = extra
 		if it.T < 0 || math.IsNaN(it.T) || math.IsInf(it.T, 0) {
 			return nil, fmt.Errorf("%s:%d: t must be >= 0", name, ln)
 		}
@@ -892,6 +939,43 @@ func ParseWorkload(r io.Reader, name string) ([]WorkItem, error) {
 		return nil, fmt.Errorf("%s: empty workload", name)
 	}
 	return out, nil
+}
+
+// workloadExtra encodes the keys of one workload line that echd load does not interpret
+// (matched as encoding/json matches them to WorkItem: case-insensitively) and that are not
+// ground-truth field names, as JSON object members in sorted key order; nil if none.
+func workloadExtra(line []byte) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(line, &m); err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if truthFields[k] || slices.ContainsFunc(workItemFields, func(f string) bool { return strings.EqualFold(f, k) }) {
+			continue
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	sort.Strings(keys)
+	var buf bytes.Buffer
+	for i, k := range keys {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		kb, err := json.Marshal(k)
+		if err != nil {
+			return nil, err
+		}
+		buf.Write(kb)
+		buf.WriteByte(':')
+		if err := json.Compact(&buf, m[k]); err != nil {
+			return nil, err
+		}
+	}
+	return buf.Bytes(), nil
 }
 
 // IsNXDomain reports whether err is an unknown-site DNS error.

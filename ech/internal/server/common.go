@@ -137,11 +137,16 @@ type connState struct {
 	clientRandom []byte
 	pskCandidate *string
 	pskHash      *string
-	resumed      bool
-	alpn         string
-	route        string
-	hsDone       time.Time
-	err          error
+	// issued holds TicketHash of each session ticket sent on this connection (appended by
+	// the per-connection WrapSession during the handshake). ticketsHidden: the connection
+	// was relayed to an origin (split front), which alone sees its tickets.
+	issued        []string
+	ticketsHidden bool
+	resumed       bool
+	alpn          string
+	route         string
+	hsDone        time.Time
+	err           error
 
 	log  *frontlog.Logger
 	once sync.Once
@@ -196,6 +201,12 @@ func (st *connState) finish() {
 			DurationMS: ms(now.Sub(st.accepted)),
 			Mode:       st.mode,
 			Route:      frontlog.Str(st.route),
+		}
+		if !st.ticketsHidden {
+			rec.IssuedTicketHashes = st.issued
+			if rec.IssuedTicketHashes == nil {
+				rec.IssuedTicketHashes = []string{}
+			}
 		}
 		if st.clientRandom != nil {
 			rec.ClientRandom = frontlog.Hex(st.clientRandom)

@@ -166,6 +166,7 @@ func (f *Front) handle(raw net.Conn) {
 func (f *Front) forward(tc *trackedConn, st *connState, outer *chello.ClientHello, d *chello.Decrypted, consumed []byte) {
 	st.capturing = false
 	st.head = nil
+	st.ticketsHidden = true // NewSessionTicket is encrypted end to end with the origin
 	st.outerSNI = outer.ServerName
 	hello := outer
 	if d != nil {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -32,6 +33,7 @@ type env struct {
 	sites  *Sites
 	addr   string
 	log    string
+	olog   string // split: the origin's log
 	front  *Front
 	shared *TLSServer
 }
@@ -41,8 +43,15 @@ type env struct {
 // exchange groups (to force HelloRetryRequest).
 func setup(t *testing.T, mode string, curves []tls.CurveID) *env {
 	t.Helper()
+	return setupResumption(t, mode, curves, true)
+}
+
+// setupResumption is setup with --resumption given (servers issue and accept tickets).
+func setupResumption(t *testing.T, mode string, curves []tls.CurveID, resumption bool) *env {
+	t.Helper()
 	dir := t.TempDir()
-	e := &env{t: t, dir: dir, keyDir: filepath.Join(dir, "keys"), log: filepath.Join(dir, "front.jsonl")}
+	e := &env{t: t, dir: dir, keyDir: filepath.Join(dir, "keys"), log: filepath.Join(dir, "front.jsonl"),
+		olog: filepath.Join(dir, "origin.jsonl")}
 	if err := testca.Create(filepath.Join(dir, "ca"), "test CA"); err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +77,7 @@ func setup(t *testing.T, mode string, curves []tls.CurveID) *env {
 	}
 	e.addr = ln.Addr().String()
 	local := &TLSServer{Mode: strings.TrimSuffix(mode, "-tls"), CA: e.ca, Sites: e.sites, PublicName: "cdn.example",
-		Keys: e.ks, Resumption: true, Log: lg, SelfDecrypt: mode == "shared"}
+		Keys: e.ks, Resumption: resumption, Log: lg, SelfDecrypt: mode == "shared"}
 	if mode != "split" {
 		local.Curves = curves
 	}
@@ -85,8 +94,8 @@ func setup(t *testing.T, mode string, curves []tls.CurveID) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	olog, _ := frontlog.Open(filepath.Join(dir, "origin.jsonl"))
-	origin := &TLSServer{Mode: "origin", CA: e.ca, Sites: e.sites, Resumption: true, Log: olog, Curves: curves}
+	olog, _ := frontlog.Open(e.olog)
+	origin := &TLSServer{Mode: "origin", CA: e.ca, Sites: e.sites, Resumption: resumption, Log: olog, Curves: curves}
 	if err := origin.Init(); err != nil {
 		t.Fatal(err)
 	}
@@ -120,9 +129,15 @@ func (e *env) get(cfg *tls.Config, path string) (tls.ConnectionState, string, er
 
 func (e *env) records(t *testing.T, n int) []frontlog.Record {
 	t.Helper()
+	return readLog(t, e.log, n)
+}
+
+// readLog waits (briefly) for n records in the log file at path, sorted by conn_id.
+func readLog(t *testing.T, path string, n int) []frontlog.Record {
+	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		data, _ := os.ReadFile(e.log)
+		data, _ := os.ReadFile(path)
 		var out []frontlog.Record
 		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 			var r frontlog.Record
@@ -251,6 +266,101 @@ func TestResumptionLogged(t *testing.T) {
 			for _, r := range recs[1:] {
 				if !r.Resumed || r.PSKIDHash == nil || len(*r.PSKIDHash) != 16 {
 					t.Fatalf("resumed connection logged as %+v", r)
+				}
+			}
+		})
+	}
+}
+
+// TestIssuedTicketHashesLinkResumption: every resumed connection's psk_id_hash is one of
+// the issued_ticket_hashes of the connection before it (the Go client caches the newest
+// ticket per server name). Split mode: the front cannot see tickets (null), the origin's
+// log has them; the two logs join on client_random.
+func TestIssuedTicketHashesLinkResumption(t *testing.T) {
+	for _, mode := range []string{"shared", "shared-tls", "split"} {
+		t.Run(mode, func(t *testing.T) {
+			e := setup(t, mode, nil)
+			cache := tls.NewLRUClientSessionCache(8)
+			cfg := e.clientConfig("site-0006.example", configList(t, e.keyDir), cache)
+			const n = 4
+			for i := 0; i < n; i++ {
+				cs, _, err := e.get(cfg, "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !cs.ECHAccepted || cs.DidResume != (i > 0) {
+					t.Fatalf("connection %d: ECH %v, DidResume %v", i, cs.ECHAccepted, cs.DidResume)
+				}
+			}
+			front := e.records(t, n)
+			if len(front) != n {
+				t.Fatalf("%d front records, want %d", len(front), n)
+			}
+			issuer := front // where the tickets are visible
+			if mode == "split" {
+				for _, r := range front {
+					if r.IssuedTicketHashes != nil {
+						t.Fatalf("split front claims to see tickets: %+v", r)
+					}
+				}
+				origin := readLog(t, e.olog, n)
+				byRandom := map[string]frontlog.Record{}
+				for _, r := range origin {
+					byRandom[*r.ClientRandom] = r
+				}
+				issuer = nil
+				for _, r := range front {
+					o, ok := byRandom[*r.ClientRandom]
+					if !ok {
+						t.Fatalf("front record %s not in the origin's log", *r.ClientRandom)
+					}
+					if (o.PSKIDHash == nil) != (r.PSKIDHash == nil) || (o.PSKIDHash != nil && *o.PSKIDHash != *r.PSKIDHash) {
+						t.Fatalf("front and origin disagree on psk_id_hash: %+v vs %+v", r, o)
+					}
+					issuer = append(issuer, o)
+				}
+			}
+			seen := map[string]bool{}
+			for i, r := range issuer {
+				if len(r.IssuedTicketHashes) != 1 || len(r.IssuedTicketHashes[0]) != 16 {
+					t.Fatalf("connection %d: issued_ticket_hashes %v", i, r.IssuedTicketHashes)
+				}
+				if seen[r.IssuedTicketHashes[0]] {
+					t.Fatalf("ticket hash %s issued twice", r.IssuedTicketHashes[0])
+				}
+				seen[r.IssuedTicketHashes[0]] = true
+				if i == 0 {
+					continue
+				}
+				if front[i].PSKIDHash == nil || !slices.Contains(issuer[i-1].IssuedTicketHashes, *front[i].PSKIDHash) {
+					t.Fatalf("connection %d: psk_id_hash %v not among the previous connection's issued %v",
+						i, front[i].PSKIDHash, issuer[i-1].IssuedTicketHashes)
+				}
+			}
+		})
+	}
+}
+
+func TestIssuedTicketHashesEmptyWithoutResumption(t *testing.T) {
+	for _, mode := range []string{"shared", "shared-tls", "split"} {
+		t.Run(mode, func(t *testing.T) {
+			e := setupResumption(t, mode, nil, false)
+			cfg := e.clientConfig("site-0006.example", configList(t, e.keyDir), tls.NewLRUClientSessionCache(8))
+			for i := 0; i < 2; i++ {
+				if cs, _, err := e.get(cfg, "/"); err != nil || cs.DidResume {
+					t.Fatalf("connection %d: err %v, resumed %v", i, err, cs.DidResume)
+				}
+			}
+			recs := e.records(t, 2)
+			if mode == "split" {
+				recs = readLog(t, e.olog, 2)
+			}
+			if len(recs) != 2 {
+				t.Fatalf("%d records", len(recs))
+			}
+			for _, r := range recs {
+				if r.IssuedTicketHashes == nil || len(r.IssuedTicketHashes) != 0 || r.PSKIDHash != nil {
+					t.Fatalf("resumption off, yet logged %+v", r)
 				}
 			}
 		})

@@ -126,27 +126,46 @@ func (s *TLSServer) getECHKeys(chi *tls.ClientHelloInfo) ([]tls.EncryptedClientH
 	return s.Keys.forConfigID(id, known), nil
 }
 
-// configForClient returns a per-connection clone whose KeyLogWriter and UnwrapSession
-// capture the client random and the presented PSK identity of exactly this connection.
+// configForClient returns a per-connection clone whose callbacks record into exactly this
+// connection's state: KeyLogWriter and UnwrapSession capture the client random and the
+// presented PSK identity (when crypto/tls, not echd, parsed the hello that ran), and
+// WrapSession the hash of every session ticket issued. A clone per connection is the
+// reliable way to attribute a ticket: WrapSession only receives a ConnectionState, which
+// does not identify the connection.
 func (s *TLSServer) configForClient(chi *tls.ClientHelloInfo) (*tls.Config, error) {
 	st := stateOf(chi.Conn)
 	if st == nil {
 		return nil, nil
 	}
 	st.sni = chi.ServerName
-	if s.SelfDecrypt || s.Keys == nil {
-		// Random and PSK identity come from the hello the front door parsed itself.
+	// With SelfDecrypt or without ECH keys, random and PSK identity come from the hello
+	// the front door parsed itself.
+	keyLog := !s.SelfDecrypt && s.Keys != nil
+	if !keyLog && !s.Resumption {
 		return nil, nil
 	}
 	c := s.tmpl.Clone()
-	c.KeyLogWriter = st
-	if s.Resumption {
-		c.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
-			ss, err := s.tmpl.DecryptTicket(identity, cs)
-			if ss != nil {
-				st.pskCandidate = frontlog.PSKHash(identity)
+	if keyLog {
+		c.KeyLogWriter = st
+		if s.Resumption {
+			c.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+				ss, err := s.tmpl.DecryptTicket(identity, cs)
+				if ss != nil {
+					st.pskCandidate = frontlog.PSKHash(identity)
+				}
+				return ss, err
 			}
-			return ss, err
+		}
+	}
+	if s.Resumption {
+		// Exactly what crypto/tls does without WrapSession (EncryptTicket with the shared
+		// ticket keys); the result is the ticket the client will present as its identity.
+		c.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+			ticket, err := s.tmpl.EncryptTicket(cs, ss)
+			if err == nil {
+				st.issued = append(st.issued, frontlog.TicketHash(ticket))
+			}
+			return ticket, err
 		}
 	}
 	return c, nil
