@@ -42,6 +42,8 @@ class BenchEnv:
     ech_mode: str = "shared"
     pool_size: int = 8
     epoch_s: float = 60.0
+    resumption: bool = False  # TLS session tickets at the front door (linkability runs)
+    named_sites: tuple[str, ...] = ()  # sites beyond site-NNNN.example (the trait's sites)
     relay: RelayDeployment | None = None
     cdn: ech_service.CdnDeployment | None = None
     dns: dns_service.DnsServer | None = None
@@ -65,10 +67,11 @@ class BenchEnv:
         self.cdn = ech_service.CdnDeployment(
             front_node=self.net["fd"], ca_dir=ca_dir, key_dir=key_dir, mode=self.ech_mode,
             origin_node=self.net["o1"], origin_listen="[::]:8443",
-            origin_connect=f"{plan.origin(0)[0]}:8443", resumption=False,
+            origin_connect=f"{plan.origin(0)[0]}:8443", resumption=self.resumption,
+            named_sites=self.named_sites,
             workdir=self.workdir / "cdn",
         ).start()
-        self.sites = dns_service.site_names(self.cdn.sites)
+        self.sites = dns_service.site_names(self.cdn.sites, self.named_sites)
         zone = dns_service.ZoneData(names=["cdn.example", *self.sites],
                                     ech_config_list=self.cdn.front.ech_config_list(),
                                     ipv4=[str(fd4)], ipv6=[str(fd6)])

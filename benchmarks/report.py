@@ -165,6 +165,30 @@ def _summary_row(s: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _extra_sections(run_dir: Path, results: Mapping[str, Any]) -> tuple[str, str]:
+    """Leak check and linkability sections, appended to both report formats."""
+    import html as _html
+
+    md, page = [], []
+    leak = results.get("leak_check") or {}
+    if leak:
+        verdict = "passed" if leak.get("passed") else "FAILED"
+        line = (f"{leak.get('packets', 0)} packets captured on the front-door link under "
+                f"{', '.join(leak.get('policies', []))}: {leak.get('hits', 0)} carried a "
+                f"subscriber address or prefix (positive control under route: "
+                f"{leak.get('control_hits', 0)} hits). Verdict: **{verdict}**.")
+        md += ["", "## Leak check", "", line, ""]
+        page.append(f"<h2>Leak check</h2><p>{_html.escape(line.replace('**', ''))}</p>")
+    link_md = run_dir / "linkability.md"
+    if link_md.exists():
+        text = link_md.read_text(encoding="utf-8")
+        md += ["", text]
+        images = "".join(f'<p><img src="{p.name}" alt="{p.stem}"></p>'
+                         for p in sorted(run_dir.glob("linkability*.png")))
+        page.append(f"<h2>Linkability</h2>{images}<pre>{_html.escape(text)}</pre>")
+    return ("\n".join(md) + "\n" if md else ""), "".join(page)
+
+
 def report_context(
     results: Mapping[str, Any], plot_files: Sequence[PlotFile],
     definitions: Mapping[str, BenchmarkDefinition],
@@ -277,8 +301,12 @@ def render_report(
     env = _env()
     md = run_dir / REPORT_MD
     html = run_dir / REPORT_HTML
-    md.write_text(env.get_template("report.md.j2").render(**ctx), encoding="utf-8")
-    html.write_text(env.get_template("report.html.j2").render(**ctx), encoding="utf-8")
+    extra_md, extra_html = _extra_sections(run_dir, results)
+    md.write_text(env.get_template("report.md.j2").render(**ctx) + extra_md, encoding="utf-8")
+    page = env.get_template("report.html.j2").render(**ctx)
+    page = page.replace("</body>", extra_html + "</body>") if "</body>" in page \
+        else page + extra_html
+    html.write_text(page, encoding="utf-8")
     if not quiet:
         print_summary(results, console)
     return {"markdown": md, "html": html, "plots": [run_dir / p.file for p in plot_files],

@@ -370,11 +370,14 @@ def cmd_cli(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
+    from benchmarks.linkability_run import LinkabilityParams
     from testbed.mainjob import run_main_job
 
+    link = LinkabilityParams(households=args.households, duration_s=args.workload_duration,
+                             model=args.model)
     require_root()
     return run_main_job(scenario, profile=args.profile, benchmarks=args.benchmarks,
-                        out_dir=args.out)
+                        out_dir=args.out, linkability=link)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -384,7 +387,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not (run_dir / "results.json").is_file():
         raise UsageError(f"{run_dir} is not a run directory (no results.json)")
     outputs = render_report(run_dir)
-    print(f"report re-rendered from {run_dir / 'raw'}: {outputs}")
+    print(f"report re-rendered from {run_dir / 'raw'}: {outputs['markdown']}, "
+          f"{outputs['html']}, {len(outputs['plots'])} plots")
     return 0
 
 
@@ -445,6 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("benchmarks", nargs="*", metavar="BENCHMARK")
     p.add_argument("--profile", default="quick")
     p.add_argument("--out", metavar="DIR", help="results directory (default results/<run-id>)")
+    g = p.add_argument_group("linkability (benchmark 'linkability')")
+    g.add_argument("--households", type=int, default=200,
+                   help="households replayed (2..population)")
+    g.add_argument("--workload-duration", type=float, default=60.0, metavar="S",
+                   help="seconds of browsing replayed per policy (5..3600)")
+    g.add_argument("--model", choices=("quick", "full", "none"), default="quick",
+                   help="ISP-scale model: quick (10^5 subscribers), full (10^6) or none")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="re-render a report from a run's raw records")

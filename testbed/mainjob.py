@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.linkability_run import LinkabilityParams, run_linkability
 from testbed import lifecycle, paths
 from testbed.calibration import calibrate
 from testbed.calibration import summary as calibration_summary
@@ -62,15 +63,24 @@ def preflight(net: Network, console: Console) -> tuple[dict, bool]:
 
 
 def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[str] | None = None,
-                 out_dir: str | None = None, seed: int = 1) -> int:
+                 out_dir: str | None = None, seed: int = 1,
+                 linkability: LinkabilityParams | None = None) -> int:
     from benchmarks.definitions import load_benchmarks
     from benchmarks.provenance import collect_provenance
     from benchmarks.report import render_report
     from benchmarks.results import finalize_run
-    from benchmarks.runner import DEFAULT_BENCHMARKS, outcome_dict, run_benchmarks
+    from benchmarks.runner import DEFAULT_BENCHMARKS, RunOutcome, outcome_dict, run_benchmarks
 
-    names = list(benchmarks) if benchmarks else list(DEFAULT_BENCHMARKS)
-    load_benchmarks(names, profile)  # unknown benchmark or profile: exit 2 before anything
+    asked = list(benchmarks) if benchmarks else list(DEFAULT_BENCHMARKS)
+    names = [n for n in asked if n != "linkability"]
+    with_linkability = "linkability" in asked
+    if names:
+        load_benchmarks(names, profile)  # unknown benchmark or profile: exit 2 now
+    elif profile not in ("quick", "full", "tiny"):
+        raise UsageError(f"unknown profile {profile!r}; allowed: quick, full, tiny")
+    link_params = linkability or LinkabilityParams()
+    if with_linkability:
+        link_params.validate(max(scenario.population, link_params.households))
     console = Console(highlight=False)
     run_id = new_run_id()
     run_dir = Path(out_dir) if out_dir else paths.RESULTS_DIR / run_id
@@ -80,7 +90,7 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
     (run_dir / "raw").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
-    console.rule(f"cfrbench run {run_id} (profile {profile}: {', '.join(names)})")
+    console.rule(f"cfrbench run {run_id} (profile {profile}: {', '.join(asked)})")
     console.print("[1/5] probing this machine")
     probe = probe_json(run_probe())
     if not probe["usable"]:
@@ -97,9 +107,18 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
         (run_dir / "raw" / "preflight.json").write_text(json.dumps(pre, indent=1))
         if not pre_ok:
             raise CfrbenchError(f"pre-flight checks failed; see {run_dir / 'raw/preflight.json'}")
-        console.print("[3/5] benchmarks (paths interleaved in randomized order)")
-        outcome = run_benchmarks(scenario, names, profile, run_dir, registry, console, seed)
+        outcome = RunOutcome([], [], net.mechanism, 0, 0, [])
+        if names:
+            console.print("[3/5] benchmarks (paths interleaved in randomized order)")
+            outcome = run_benchmarks(scenario, names, profile, run_dir, registry, console,
+                                     seed)
+        linkability_section = None
+        if with_linkability:
+            console.print("[3/5] linkability: one workload replayed per policy")
+            linkability_section = run_linkability(scenario, link_params, run_dir, registry,
+                                                  console)
     console.print("[4/5] analysis")
+    (run_dir / "raw" / "measurements.jsonl").touch()  # a linkability-only run has none
     link_emulation = {"mechanism": outcome.mechanism or net.mechanism,
                       "calibration": _calibration_for_schema(pre["calibration"])}
     provenance = collect_provenance(probe=probe, link_emulation=link_emulation)
@@ -107,7 +126,8 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
                  provenance=provenance,
                  parameters={"scenario": scenario.to_dict(), "runner": outcome_dict(outcome),
                              "preflight": pre},
-                 leak_check=_leak_summary(outcome.leak_checks))
+                 leak_check=_leak_summary(outcome.leak_checks),
+                 linkability=linkability_section)
     console.print("[5/5] report")
     out = render_report(run_dir, reanalyse=False, console=console)
     minutes = (time.monotonic() - started) / 60
