@@ -200,6 +200,10 @@ class DelayLineNode(Node):
                                    f"{self.READY_TIMEOUT_S:.0f} s")
             time.sleep(0.01)
 
+    def connected(self) -> bool:
+        """Mininet asks switches whether their controller connected; a delay line has none."""
+        return self.process is not None and self.process.poll() is None
+
     def stop(self, deleteIntfs: bool = True) -> None:  # noqa: N803 - Mininet's signature
         if self.process and self.process.poll() is None:
             self.process.terminate()

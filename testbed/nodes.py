@@ -85,7 +85,14 @@ class NetNode(Node):
                 line += f" src {src}"
             lines.append(line)
         self.ip_batch(lines)
+        ordered = (addrs or {}).get("lo", []) + [c for k, v in (addrs or {}).items()
+                                                 if k != "lo" for c in v]
+        self.primary_v4 = next((c.split("/")[0] for c in ordered if ":" not in c), None)
         return result
+
+    def IP(self, intf=None):  # noqa: N802 - Mininet API
+        """Mininet's pingall and CLI use this; our addresses are set outside Intf.setIP."""
+        return super().IP(intf) or getattr(self, "primary_v4", None)
 
     def _sh(self, script: str) -> None:
         self.nsenter(["sh", "-c", script])

@@ -22,8 +22,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # loaded by `mn --custom` as a plain file
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if not globals().get("__package__"):  # loaded by `mn --custom` as a plain file
+    try:
+        _here = Path(__file__).resolve().parent
+    except NameError:  # mn exec()s the file without __file__; find it on its command line
+        _here = next((Path(a).resolve().parent for a in sys.argv[1:]
+                      if a.endswith("isp_cdn.py")), Path.cwd() / "topologies")
+    sys.path.insert(0, str(_here.parent))
 
 from mininet.topo import Topo  # noqa: E402
 

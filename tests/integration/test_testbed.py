@@ -177,3 +177,18 @@ def test_detached_network_exec_passes_exit_status_and_down_removes_it():
         down = cli("down", prefix)
     assert down.returncode == 0, down.stderr
     assert not [n for n in _netns() if n.startswith(prefix + "-")]
+
+
+def test_topology_runs_under_mininet_mn_custom():
+    """The same topology file works with Mininet's own `mn` (its pingall: 0% dropped)."""
+    from tests.conftest import require_root
+
+    require_root()
+    proc = subprocess.run(
+        [sys.executable, "/usr/bin/mn", "--custom", "topologies/isp_cdn.py",
+         "--topo", "isp_cdn,population=3,subscribers=2", "--controller", "none",
+         "--test", "pingall"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-2000:]
+    assert "Results: 0% dropped" in output, output[-2000:]
