@@ -1,0 +1,234 @@
+"""Adversaries: ways the ECH front door can join flows, each returning a clustering.
+
+A linker is a function ``FlowTable -> int64 array`` giving a cluster id per flow (flows with
+equal ids are claimed to be one subscriber). Every linker uses only what the front door sees:
+source address and port, timing, and TLS resumption identities; never ground truth.
+
+* ``same_address``: one cluster per observed source address.
+* ``same_prefix(bits)``: one cluster per IPv6 /bits prefix (RFC 8981 temporary addresses only
+  change the interface ID, so /64 undoes them; /56 joins a household's /64s, /48 neighbours).
+  IPv4 flows fall back to their address.
+* ``port_block(size)``: same address and port in the same aligned block of ``size`` ports:
+  the signature of CGN port-block allocation (RFC 7422 style), which turns a shared address
+  back into a per-subscriber key.
+* ``address_burst(gap)``: flows on one address chained while they start within ``gap``
+  seconds of the previous one: a browsing session. Splits long-lived shared aliases into
+  per-session clusters (higher precision than ``same_address`` under sharing).
+* ``time_burst(window)``: address-independent: flows chained while each starts within
+  ``window`` seconds of the previous flow at the front door (a page's sub-resource fetches
+  arrive together, whatever alias each one got).
+* ``resumption``: TLS 1.3 resumption: flows presenting the same ticket identity are joined,
+  and joined to the connection that was issued that ticket (``issued_ticket_hashes``).
+  Tickets are bound to the inner server name, so this links visits *to one site* across
+  aliases; joined with an address linker it chains across sites.
+* ``union(*linkers)``: connected components of the union of the linkers' link graphs (an
+  adversary using every signal). Unions only ever merge, so recall rises and precision
+  usually falls.
+* ``intersection(*linkers)``: flows are joined only when every linker joins them (the
+  conservative combination: precision rises).
+
+``best_single`` picks, per policy, the linker with the highest F1 in a score table: an upper
+bound on an adversary who already knows which signal works best against that policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from benchmarks.linkability.flows import FlowTable
+from benchmarks.linkability.metrics import combine, dense
+
+Linker = Callable[[FlowTable], np.ndarray]
+
+
+def same_address(ft: FlowTable) -> np.ndarray:
+    """One cluster per observed source address."""
+    return np.asarray(ft.addr, dtype=np.int64)
+
+
+def same_prefix(bits: int) -> Linker:
+    """One cluster per observed IPv6 /``bits`` prefix (IPv4: per address)."""
+
+    def link(ft: FlowTable) -> np.ndarray:
+        if bits not in ft.prefix:
+            raise KeyError(f"flow table has no /{bits} prefix column")
+        return np.asarray(ft.prefix[bits], dtype=np.int64)
+
+    link.__name__ = f"same_prefix_{bits}"
+    return link
+
+
+def port_block(size: int) -> Linker:
+    """Same address and same aligned block of ``size`` source ports."""
+
+    def link(ft: FlowTable) -> np.ndarray:
+        return combine(ft.addr, np.asarray(ft.port, dtype=np.int64) // size)
+
+    link.__name__ = f"port_block_{size}"
+    return link
+
+
+def _chain_by_gap(key: np.ndarray, ts: np.ndarray, gap: float) -> np.ndarray:
+    """Cluster ids: within each key, sort by time and cut where consecutive starts exceed gap."""
+    n = ts.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    k, _ = dense(key)
+    # One argsort on a combined key is several times faster than lexsort at 10^7 rows.
+    tmin = float(ts.min())
+    tq = np.floor((ts - tmin) * 1000.0).astype(np.int64)  # ms resolution for ordering only
+    span = int(tq.max()) + 1
+    if (int(k.max()) + 1) * span < np.iinfo(np.int64).max:
+        order = np.argsort(k * span + tq, kind="stable")
+    else:
+        order = np.lexsort((ts, k))
+    ks, tss = k[order], ts[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (ks[1:] != ks[:-1]) | (np.diff(tss) > gap)
+    labels = np.empty(n, dtype=np.int64)
+    labels[order] = np.cumsum(new) - 1
+    return labels
+
+
+def address_burst(gap: float) -> Linker:
+    """Flows on one address chained while each starts within ``gap`` s of the previous."""
+
+    def link(ft: FlowTable) -> np.ndarray:
+        return _chain_by_gap(ft.addr, ft.ts, gap)
+
+    link.__name__ = f"address_burst_{gap:g}"
+    return link
+
+
+def time_burst(window: float) -> Linker:
+    """Address-independent: flows chained while each starts within ``window`` s of the last."""
+
+    def link(ft: FlowTable) -> np.ndarray:
+        return _chain_by_gap(np.zeros(len(ft), dtype=np.int64), ft.ts, window)
+
+    link.__name__ = f"time_burst_{window:g}"
+    return link
+
+
+def _components(
+    n_flows: int, n_other: int, flow_idx: np.ndarray, other_idx: np.ndarray
+) -> np.ndarray:
+    """Connected components of the bipartite graph flows--other nodes; labels for flows only."""
+    n = n_flows + n_other
+    if n_flows == 0:
+        return np.zeros(0, dtype=np.int64)
+    rows = np.asarray(flow_idx, dtype=np.int64)
+    cols = np.asarray(other_idx, dtype=np.int64) + n_flows
+    data = np.ones(rows.size, dtype=np.int8)
+    graph = coo_matrix((data, (rows, cols)), shape=(n, n)).tocsr()
+    _, labels = connected_components(graph, directed=False)
+    return dense(labels[:n_flows])[0]
+
+
+# The ticket columns do not depend on the alias policy, so the model re-applies policies to
+# one trace with the very same arrays; remember the last answer (held by reference, compared
+# with ``is``, so a reused id() can never return a stale result).
+_RESUMPTION_MEMO: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+
+def resumption(ft: FlowTable) -> np.ndarray:
+    """Join flows sharing a presented ticket, and each ticket to the flow it was issued on."""
+    for psk, iss_f, iss_t, labels in _RESUMPTION_MEMO:
+        if psk is ft.psk and iss_f is ft.issued_flow and iss_t is ft.issued_ticket:
+            return labels
+    labels = _resumption(ft)
+    _RESUMPTION_MEMO[:] = [(ft.psk, ft.issued_flow, ft.issued_ticket, labels)]
+    return labels
+
+
+def forget_memo() -> None:
+    """Drop the remembered resumption labels (frees the arrays they hold)."""
+    _RESUMPTION_MEMO.clear()
+
+
+def _resumption(ft: FlowTable) -> np.ndarray:
+    n = len(ft)
+    presented = np.flatnonzero(ft.psk >= 0)
+    flow_idx = np.concatenate((presented, ft.issued_flow)).astype(np.int64)
+    tickets = np.concatenate((ft.psk[presented], ft.issued_ticket)).astype(np.int64)
+    if tickets.size == 0:
+        return np.arange(n, dtype=np.int64)
+    t_codes, n_t = dense(tickets)
+    return _components(n, n_t, flow_idx, t_codes)
+
+
+def union(*linkers: Linker) -> Linker:
+    """Connected components of the union of the given linkers' clusterings."""
+
+    def link(ft: FlowTable) -> np.ndarray:
+        # Nodes are the clusters of every linker; each flow is an edge from its cluster in the
+        # first linker to its cluster in each other one. Components of that (much smaller)
+        # graph are the components of the union graph over flows.
+        codes = [dense(lk(ft)) for lk in linkers]
+        if len(ft) == 0:
+            return np.zeros(0, dtype=np.int64)
+        base, k0 = codes[0]
+        rows, cols, offset = [], [], k0
+        for c, k in codes[1:]:
+            rows.append(base)
+            cols.append(c + offset)
+            offset += k
+        n = offset
+        if rows:
+            r, c = np.concatenate(rows), np.concatenate(cols)
+        else:
+            r = c = np.zeros(0, dtype=np.int64)
+        graph = coo_matrix((np.ones(r.size, dtype=np.int8), (r, c)), shape=(n, n)).tocsr()
+        _, comp = connected_components(graph, directed=False)
+        return dense(comp[base])[0]
+
+    link.__name__ = "union_" + "_".join(getattr(lk, "__name__", "linker") for lk in linkers)
+    return link
+
+
+def intersection(*linkers: Linker) -> Linker:
+    """Joined only where every given linker joins (product clustering)."""
+
+    def link(ft: FlowTable) -> np.ndarray:
+        labels = np.zeros(len(ft), dtype=np.int64)
+        for lk in linkers:
+            labels = dense(combine(labels, lk(ft)))[0]
+        return labels
+
+    link.__name__ = "intersection_" + "_".join(getattr(lk, "__name__", "linker") for lk in linkers)
+    return link
+
+
+def default_linkers(
+    burst_gap: float = 30.0, time_window: float = 0.05, port_blocks: tuple[int, ...] = (1024, 2048)
+) -> dict[str, Linker]:
+    """The named linker set the report uses (ordered: single signals, then combinations)."""
+    out: dict[str, Linker] = {"addr": same_address}
+    for bits in (64, 56, 48):
+        out[f"v6/{bits}"] = same_prefix(bits)
+    for b in port_blocks:
+        out[f"port-block-{b}"] = port_block(b)
+    out[f"addr-burst-{burst_gap:g}s"] = address_burst(burst_gap)
+    out[f"time-burst-{time_window * 1000:g}ms"] = time_burst(time_window)
+    out["resumption"] = resumption
+    out["addr+resumption"] = union(same_address, resumption)
+    out["v6/64+resumption"] = union(same_prefix(64), resumption)
+    singles = [lk for name, lk in out.items() if "+" not in name]
+    out["union-all"] = union(*singles)
+    return out
+
+
+def best_single(f1_by_linker: Mapping[str, float], exclude_combined: bool = True) -> str | None:
+    """Name of the linker with the highest F1 (NaN counts as -1); combined ones optional."""
+    best, best_f1 = None, -np.inf
+    for name, f1 in f1_by_linker.items():
+        if exclude_combined and ("+" in name or name.startswith("union")):
+            continue
+        v = f1 if f1 is not None and np.isfinite(f1) else -1.0
+        if v > best_f1:
+            best, best_f1 = name, v
+    return best
