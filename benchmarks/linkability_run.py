@@ -87,6 +87,23 @@ def _add_device_addresses(net: Network, workloads) -> int:
     return len(wanted)
 
 
+def replay(env: BenchEnv, loader: ech_service.LoadGenerator, policy: str, records: list[dict],
+           out: Path, name: str, duration_s: float) -> tuple[Path, Path, dict]:
+    """Replay a workload under one relay policy (`cfr run`); write ground truth and the
+    front door's log of the same connections. Returns both paths and counts."""
+    env.relay.start_daemon(policy)
+    before = len(env.cdn.front.records())
+    result = loader.run(workload=records, resumption=env.resumption, check=False,
+                        timeout=duration_s * 4 + 120)
+    time.sleep(2.0)  # the front door logs a connection when it closes
+    seen = env.cdn.front.records()[before:]
+    truth, front = out / f"truth-{name}.jsonl", out / f"frontdoor-{name}.jsonl"
+    truth.write_text("".join(json.dumps(r) + "\n" for r in result.records))
+    front.write_text("".join(json.dumps(r) + "\n" for r in seen))
+    failed = sum(1 for r in result.records if r.get("error"))
+    return truth, front, {"flows": len(result.records), "failed": failed, "seen": len(seen)}
+
+
 def run_linkability(base: Scenario, params: LinkabilityParams, run_dir: Path,
                     registry: RunRegistry, console: Console) -> dict:
     scenario = replace(base, ech_mode="shared", population=max(base.population,
@@ -113,21 +130,12 @@ def run_linkability(base: Scenario, params: LinkabilityParams, run_dir: Path,
                                                ca_file=env.ca_file, workdir=out / "load")
             for name, policy, temporary in POLICY_RUNS:
                 t0 = time.monotonic()
-                env.relay.start_daemon(policy)
-                before = len(env.cdn.front.records())
                 records = (temp_workload if temporary else workload).records
-                result = loader.run(workload=records, resumption=True, check=False,
-                                    timeout=params.duration_s * 4 + 120)
-                time.sleep(2.0)  # the front door logs a connection when it closes
-                seen = env.cdn.front.records()[before:]
-                truth[name] = out / f"truth-{name}.jsonl"
-                front[name] = out / f"frontdoor-{name}.jsonl"
-                truth[name].write_text("".join(json.dumps(r) + "\n" for r in result.records))
-                front[name].write_text("".join(json.dumps(r) + "\n" for r in seen))
-                errors = sum(1 for r in result.records if r.get("error"))
-                console.print(f"      {name:10} {len(result.records):5} flows "
-                              f"({errors} failed), {len(seen)} seen by the front door, "
-                              f"{time.monotonic() - t0:.0f} s")
+                truth[name], front[name], errors = replay(env, loader, policy, records, out,
+                                                          name, params.duration_s)
+                console.print(f"      {name:10} {errors['flows']:5} flows "
+                              f"({errors['failed']} failed), {errors['seen']} seen by the "
+                              f"front door, {time.monotonic() - t0:.0f} s")
             env.relay.stop_daemon()
         finally:
             env.stop()
