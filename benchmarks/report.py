@@ -179,6 +179,17 @@ def _extra_sections(run_dir: Path, results: Mapping[str, Any]) -> tuple[str, str
                 f"{leak.get('control_hits', 0)} hits). Verdict: **{verdict}**.")
         md += ["", "## Leak check", "", line, ""]
         page.append(f"<h2>Leak check</h2><p>{_html.escape(line.replace('**', ''))}</p>")
+    res = results.get("resilience") or {}
+    if res.get("rows"):
+        cols = ("name", "load_held", "faults_injected", "faults_survived", "flows_lost",
+                "leaks_found", "passed")
+        md += ["", "## Resilience", "", "| " + " | ".join(c.replace("_", " ") for c in cols)
+               + " |", "|" + "---|" * len(cols)]
+        md += ["| " + " | ".join(str(r.get(c, "-")) for c in cols) + " |" for r in res["rows"]]
+        cells = "".join("<tr>" + "".join(f"<td>{_html.escape(str(r.get(c, '-')))}</td>"
+                                         for c in cols) + "</tr>" for r in res["rows"])
+        head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cols)
+        page.append(f"<h2>Resilience</h2><table><tr>{head}</tr>{cells}</table>")
     link_md = run_dir / "linkability.md"
     if link_md.exists():
         text = link_md.read_text(encoding="utf-8")

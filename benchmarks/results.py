@@ -90,6 +90,7 @@ def build_results(
     parameters: Mapping[str, Any] | None = None,
     leak_check: Mapping[str, Any] | None = None,
     linkability: Mapping[str, Any] | None = None,
+    resilience: Mapping[str, Any] | None = None,
     created: str | None = None,
 ) -> dict[str, Any]:
     """Assemble a results dict (not yet validated). `parameters` are the runner's own
@@ -116,6 +117,8 @@ def build_results(
     }
     if linkability is not None:
         out["linkability"] = dict(linkability)
+    if resilience is not None:
+        out["resilience"] = dict(resilience)
     return clean(out)
 
 
@@ -202,6 +205,7 @@ def finalize_run(
     parameters: Mapping[str, Any] | None = None,
     leak_check: Mapping[str, Any] | None = None,
     linkability: Mapping[str, Any] | None = None,
+    resilience: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The runner's last step: analyse RUN_DIR/raw/, build, validate and write results.json.
 
@@ -212,7 +216,7 @@ def finalize_run(
     results = build_results(
         analysis=analysis, definitions=definitions, provenance=provenance,
         run_id=run_id or run_dir.name, profile=profile, seed=seed, parameters=parameters,
-        leak_check=leak_check, linkability=linkability,
+        leak_check=leak_check, linkability=linkability, resilience=resilience,
     )
     write_results(run_dir, results)
     return results

@@ -72,8 +72,9 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
     from benchmarks.runner import DEFAULT_BENCHMARKS, RunOutcome, outcome_dict, run_benchmarks
 
     asked = list(benchmarks) if benchmarks else list(DEFAULT_BENCHMARKS)
-    names = [n for n in asked if n != "linkability"]
+    names = [n for n in asked if n not in ("linkability", "resilience")]
     with_linkability = "linkability" in asked
+    with_resilience = "resilience" in asked
     if names:
         load_benchmarks(names, profile)  # unknown benchmark or profile: exit 2 now
     elif profile not in ("quick", "full", "tiny"):
@@ -117,6 +118,12 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
             console.print("[3/5] linkability: one workload replayed per policy")
             linkability_section = run_linkability(scenario, link_params, run_dir, registry,
                                                   console)
+        resilience_section = None
+        if with_resilience:
+            from benchmarks.resilience import run_resilience
+
+            console.print("[3/5] resilience: load, faults and hostile input")
+            resilience_section = run_resilience(scenario, run_dir, registry, console)
     console.print("[4/5] analysis")
     (run_dir / "raw" / "measurements.jsonl").touch()  # a linkability-only run has none
     link_emulation = {"mechanism": outcome.mechanism or net.mechanism,
@@ -127,7 +134,7 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
                  parameters={"scenario": scenario.to_dict(), "runner": outcome_dict(outcome),
                              "preflight": pre},
                  leak_check=_leak_summary(outcome.leak_checks),
-                 linkability=linkability_section)
+                 linkability=linkability_section, resilience=resilience_section)
     console.print("[5/5] report")
     out = render_report(run_dir, reanalyse=False, console=console)
     minutes = (time.monotonic() - started) / 60
@@ -140,8 +147,24 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
         console.print(f"leak check ({leaks['packets']} packets on the front-door link under "
                       f"{', '.join(leaks['policies'])}): {leaks['hits']} subscriber addresses "
                       f"seen, control under route found {leaks['control_hits']}: {verdict}")
-    ok = outcome.failed_samples == 0 and (not leaks or leaks["passed"])
+    if resilience_section is not None:
+        _print_resilience(console, resilience_section)
+    ok = outcome.failed_samples == 0 and (not leaks or leaks["passed"]) and (
+        resilience_section is None or resilience_section.get("passed", False))
     return 0 if ok else 1
+
+
+RESILIENCE_COLUMNS = ("name", "load_held", "faults_injected", "faults_survived", "flows_lost",
+                      "leaks_found", "passed")
+
+
+def _print_resilience(console: Console, section: dict) -> None:
+    table = Table(title="resilience")
+    for col in RESILIENCE_COLUMNS:
+        table.add_column(col.replace("_", " "), justify="right" if col != "name" else "left")
+    for row in section.get("rows", []):
+        table.add_row(*(str(row.get(c, "-")) for c in RESILIENCE_COLUMNS))
+    console.print(table)
 
 
 def _leak_summary(checks: list[dict]) -> dict:
