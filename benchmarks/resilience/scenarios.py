@@ -1,0 +1,530 @@
+"""The resilience scenarios, run in priority order on one network.
+
+Every scenario returns a row {name, load_held, faults_injected, faults_survived,
+flows_lost, leaks_found, passed, figures} so the report can show one table. Comparisons
+(attack vs no attack) are interleaved within the scenario, never against another run,
+because absolute times on the shared 2-core machines are noise (DESIGN.md, Results).
+The scale (flows, rates) is chosen for 2 shared cores and recorded in each row's figures.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from benchmarks.environment import BenchEnv
+from benchmarks.leakcheck import scanner_for
+from testbed.addressing import AddressPlan
+from testbed.lifecycle import RunRegistry
+from testbed.network import Network
+from testbed.node import ManagedProcess
+from testbed.paths import REPO_ROOT
+from testbed.scenario import Scenario
+from testbed.services import ech as ech_service
+
+HERE = Path(__file__).resolve().parent
+PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
+SINK_PORT = 7700
+ATTACKER = "s2"
+POPULATION_HOST = "crowd"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How hard each scenario pushes; `quick()` is the integration test's reduced version."""
+
+    sources: int = 20  # population subscribers that browse / hold flows
+    flow_limit: int = 64  # limits.flows_per_subscriber
+    rounds: int = 2  # (base, attack, attack, base) blocks
+    victim_count: int = 120  # ECH connections per phase from the population
+    victim_concurrency: int = 6
+    # The attacker's rates are capped: every packet crosses the userspace delay lines (no
+    # netem here) on the same 2 cores as the victims, so an uncapped flood measures the
+    # emulator's CPU, not the relay. Its concurrency is what the flow limit caps.
+    flood_pps: float = 400.0  # raw SYNs/s from the attacker
+    attack_rate: float = 20.0  # completed-handshake attempts/s from the attacker (open loop)
+    long_tcp: int = 200
+    long_udp: int = 200
+    rotations: int = 4
+    rotation_gap_s: float = 3.0
+    crash_tcp: int = 50
+    crash_udp: int = 50
+    downtime_s: float = 4.0
+    fd_load_rate: float = 15.0
+    fd_load_s: float = 14.0
+
+    @classmethod
+    def quick(cls) -> Scale:
+        return cls(sources=8, rounds=1, victim_count=60, victim_concurrency=4, flood_pps=400,
+                   attack_rate=20, long_tcp=40, long_udp=40, rotations=3, rotation_gap_s=2.0,
+                   crash_tcp=20, crash_udp=20, downtime_s=3.0, fd_load_rate=10, fd_load_s=10)
+
+
+@dataclass
+class Ctx:
+    net: Network
+    env: BenchEnv
+    out: Path
+    scale: Scale
+    log: Callable[[str], None]
+
+    @property
+    def plan(self) -> AddressPlan:
+        return self.net.graph.plan
+
+    def sources(self, n: int | None = None) -> list[str]:
+        """Population subscribers' IPv4 addresses (they live on the crowd host)."""
+        sc = self.net.scenario
+        subs = self.plan.subscribers(sc.population, start=sc.subscribers)
+        return [str(s.v4) for s in subs[: n or self.scale.sources]]
+
+    def crowd_loader(self) -> ech_service.LoadGenerator:
+        assert self.env.dns is not None and self.env.ca_file is not None
+        return ech_service.LoadGenerator(self.net[POPULATION_HOST], dns=self.env.dns.address,
+                                         ca_file=self.env.ca_file,
+                                         workdir=self.out / "load-crowd")
+
+    def drops(self) -> dict[str, int]:
+        return dict(self.env.relay.status()["drops"])
+
+    def edge(self, script: str) -> str:
+        return self.net["edge"].sh(script, check=False).stdout
+
+    def forget_crowd_dns(self) -> int:
+        """Delete the population host's DNS flows from conntrack; returns how many.
+
+        Why: the crowd host resolves for all its subscribers from ONE subscriber address,
+        and each query is a UDP flow that stays tracked 180 s once replied (RFC 4787
+        REQ-5), so a low flows_per_subscriber (64) fills up with its DNS flows within a
+        few load runs and its own lookups are refused. That is an artefact of packing a
+        population into one host (a real subscriber's resolver traffic would count only
+        against itself), so it is cleared between phases and counted in the figures."""
+        crowd = self.net.primary_addresses(POPULATION_HOST)[0]
+        out = self.net["edge"].run(["conntrack", "-D", "-s", str(crowd), "-p", "udp",
+                                    "--dport", "53"], check=False)
+        return sum(1 for line in out.stdout.splitlines() if line.strip())
+
+
+def _row(name: str, **kw: Any) -> dict[str, Any]:
+    """One table row; defaults describe a scenario that produced nothing (a failure)."""
+    row = {"name": name, "load_held": None, "faults_injected": 0, "faults_survived": 0,
+           "flows_lost": 0, "leaks_found": 0, "passed": False, "figures": {}}
+    row.update(kw)
+    return row
+
+
+def _hs_ms(rec: dict) -> float | None:
+    if rec.get("error") or rec.get("tls_ms") is None:
+        return None
+    return float(rec.get("connect_ms") or 0) + float(rec["tls_ms"])
+
+
+def _live_ct(ctx: Ctx, src: str) -> int:
+    """Conntrack entries of `src` that `ct count` counts (closing states excluded)."""
+    out = ctx.edge(f"conntrack -L -s {src} 2>/dev/null")
+    return sum(1 for line in out.splitlines()
+               if line.strip() and "TIME_WAIT" not in line and " CLOSE " not in line)
+
+
+def _spawn_py(ctx: Ctx, node: str, script: str, args: list[str], label: str) -> ManagedProcess:
+    return ctx.net[node].spawn([PYTHON, str(HERE / script), *args], label=label,
+                               log=ctx.out / f"{label}.log")
+
+
+def _wait_file(path: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _wait_proc(proc: ManagedProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while proc.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.stop()
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+# -- 1. exhaustion from one subscriber -----------------------------------------------------
+def exhaustion(ctx: Ctx) -> dict[str, Any]:
+    """One subscriber floods (raw SYNs + real handshakes); the others must not notice."""
+    sc, env = ctx.scale, ctx.env
+    env.relay.flows_per_subscriber = sc.flow_limit
+    env.relay.start_daemon("cfr-flow")
+    attacker = str(ctx.plan.subscriber(1).v4)  # s2 is subscriber index 1
+    fd4 = env.front_door(4)
+    sources = [(f"pop{i}", a) for i, a in enumerate(ctx.sources())]
+    loader = ctx.crowd_loader()
+    att_loader = ech_service.LoadGenerator(ctx.net[ATTACKER], dns=env.dns.address,
+                                           ca_file=env.ca_file, workdir=ctx.out / "load-att")
+    # The attacker suppresses its own kernel's RSTs to the SYN-ACKs its flood provokes, so
+    # each SYN leaves a half-open entry at the relay (the state-exhausting variant); without
+    # this its entries close within a round trip and it barely reaches the cap.
+    ctx.net[ATTACKER].run(["nft", "add table inet resil_attacker; add chain inet "
+                           "resil_attacker out { type filter hook output priority 0; }; add "
+                           "rule inet resil_attacker out tcp flags & rst == rst drop"])
+    before = ctx.drops()
+    phases = ["base", "attack", "attack", "base"] * sc.rounds
+    hs: dict[str, list[float]] = {"base": [], "attack": []}
+    ok: dict[str, list[int]] = {"base": [0, 0], "attack": [0, 0]}
+    ct_max = 0
+    flood_sent = 0
+    busy: dict[str, list[float]] = {"base": [], "attack": []}
+    attack_rates: list[float] = []
+    dns_cleared = 0
+    for i, phase in enumerate(phases):
+        dns_cleared += ctx.forget_crowd_dns()
+        procs: list[ManagedProcess] = []
+        if phase == "attack":
+            procs.append(_spawn_py(ctx, ATTACKER, "flood.py",
+                                   ["--src", attacker, "--dst", fd4, "--port", "443",
+                                    "--rate", str(sc.flood_pps), "--duration", "120"],
+                                   f"flood-{i}"))
+            argv, _ = att_loader.argv(sites=env.sites[:4], rate=sc.attack_rate, duration=120,
+                                      source=attacker, family=4)
+            procs.append(ctx.net[ATTACKER].spawn(argv, label=f"attack-load-{i}",
+                                                 log=ctx.out / f"attack-load-{i}.log"))
+            time.sleep(1.5)  # let the attacker reach its cap before measuring
+        cpu0, wall0 = env.cpu_seconds(), time.monotonic()
+        res = loader.run(sites=env.sites[:10], count=sc.victim_count,
+                         concurrency=sc.victim_concurrency, sources=sources, family=4,
+                         check=False, timeout=300)
+        busy[phase].append((env.cpu_seconds() - cpu0) / (time.monotonic() - wall0))
+        if phase == "attack":
+            ct_max = max(ct_max, _live_ct(ctx, attacker))
+        for p in procs:
+            p.stop()
+        if phase == "attack" and procs[0].log_path and procs[0].log_path.exists():
+            txt = procs[0].log_path.read_text().split()
+            flood_sent += int(txt[-1]) if txt and txt[-1].isdigit() else 0
+        if not res.records:
+            ctx.log(f"        load generator exit {res.returncode}: {res.stderr.strip()[-300:]}")
+        vals = [v for v in map(_hs_ms, res.records) if v is not None]
+        if phase == "attack":
+            attack_rates.append(len(vals) / len(res.records) if res.records else 0.0)
+        hs[phase] += vals
+        ok[phase][0] += len(vals)
+        ok[phase][1] += len(res.records)
+        ctx.log(f"        exhaustion phase {i} {phase:6}: {len(vals)}/{len(res.records)} ok, "
+                f"median {statistics.median(vals) if vals else float('nan'):.1f} ms")
+        time.sleep(0.5)
+    ctx.net[ATTACKER].run(["nft", "delete table inet resil_attacker"], check=False)
+    after = ctx.drops()
+    limited = after["drop_flow_limit"] - before["drop_flow_limit"]
+    phases_held = sum(1 for r in attack_rates if r >= 0.99)
+    med = {k: statistics.median(v) if v else None for k, v in hs.items()}
+    success = ok["attack"][0] / ok["attack"][1] if ok["attack"][1] else 0.0
+    ratio = med["attack"] / med["base"] if med["attack"] and med["base"] else None
+    passed = (success >= 0.99 and ratio is not None and ratio <= 1.2 and limited > 0
+              and ct_max <= sc.flow_limit)
+    return _row("exhaustion from one subscriber", load_held=success >= 0.99,
+                faults_injected=len(attack_rates), faults_survived=phases_held,
+                flows_lost=ok["attack"][1] - ok["attack"][0], passed=passed,
+                figures={"others_success_rate_under_attack": round(success, 4),
+                         "median_handshake_ms_base": med["base"],
+                         "median_handshake_ms_attack": med["attack"],
+                         "median_ratio_attack_over_base": ratio,
+                         "others_base_ok": ok["base"], "others_attack_ok": ok["attack"],
+                         "drop_flow_limit_delta": limited,
+                         "attacker_max_live_conntrack": ct_max, "flow_limit": sc.flow_limit,
+                         "flood_syns_sent": flood_sent, "others": len(sources),
+                         "crowd_dns_flows_cleared": dns_cleared,
+                         "machine_busy_cores": {k: round(statistics.mean(v), 2)
+                                                for k, v in busy.items() if v},
+                         "attack_handshake_rate_per_s": sc.attack_rate,
+                         "flood_pps": sc.flood_pps, "attacker_drops_own_rsts": True,
+                         "others_success_per_attack_phase": attack_rates})
+
+
+# -- 2. epoch rotation under load -----------------------------------------------------------
+def _flows(ctx: Ctx, tag: str, tcp: int, udp: int, duration: float,
+           n_sources: int | None = None) -> tuple[ManagedProcess, Path]:
+    out = ctx.out / f"flows-{tag}.json"
+    proc = _spawn_py(ctx, POPULATION_HOST, "flows.py",
+                     ["client", "--dst", ctx.env.front_door(4), "--port", str(SINK_PORT),
+                      "--sources", ",".join(ctx.sources(n_sources)), "--tcp", str(tcp),
+                      "--udp", str(udp), "--duration", str(duration), "--tick", "1.0",
+                      "--tag", tag, "--out", str(out)], f"flows-{tag}")
+    if not _wait_file(Path(str(out) + ".started"), 60):
+        raise RuntimeError(f"flow client {tag} did not start: {proc.log_tail()}")
+    return proc, out
+
+
+def _sink(ctx: Ctx, tag: str) -> tuple[ManagedProcess, Path]:
+    out = ctx.out / f"sink-{tag}.json"
+    proc = _spawn_py(ctx, "fd", "flows.py", ["sink", "--bind4", ctx.env.front_door(4),
+                                             "--port", str(SINK_PORT), "--out", str(out)],
+                     f"sink-{tag}")
+    ctx.env._wait_port("fd", SINK_PORT)
+    return proc, out
+
+
+def _remapped(peers: dict[str, list[str]], flows: dict[str, str]) -> list[str]:
+    return sorted(f for f in flows if len(peers.get(f, [])) > 1)
+
+
+def rotation(ctx: Ctx) -> dict[str, Any]:
+    """Long-lived TCP and UDP flows across forced rotations: none reset, none remapped."""
+    sc, relay = ctx.scale, ctx.env.relay
+    relay.start_daemon("cfr-epoch")
+    sink, sink_out = _sink(ctx, "rotation")
+    duration = 4 + sc.rotations * sc.rotation_gap_s + 4
+    client, client_out = _flows(ctx, "rot", sc.long_tcp, sc.long_udp, duration)
+    epochs = [relay.status()["applied_epoch"]]
+    rot_ok = 0
+    for _ in range(sc.rotations):
+        time.sleep(sc.rotation_gap_s)
+        rot_ok += relay.cfr("rotate", str(relay.config_path("cfr-epoch")),
+                            check=False).returncode == 0
+        epochs.append(relay.status()["applied_epoch"])
+    _wait_proc(client, duration + 60)
+    sink.stop()
+    res, peers = _read_json(client_out), _read_json(sink_out).get("peers", {})
+    errs = res.get("errors", {})
+    remapped = _remapped(peers, res.get("local", {}))
+    resets = errs.get("tcp_reset", 0) + errs.get("tcp_timeout", 0) + errs.get(
+        "tcp_connect_failed", 0)
+    lost = len(res.get("dead", [])) + len(remapped)
+    passed = bool(res) and resets == 0 and not remapped and errs.get("udp_lost", 0) == 0 \
+        and rot_ok == sc.rotations and len(set(epochs)) > 1
+    return _row("epoch rotation under load", load_held=bool(res) and lost == 0,
+                faults_injected=sc.rotations, faults_survived=rot_ok if lost == 0 else 0,
+                flows_lost=lost, passed=passed,
+                figures={"tcp_flows": res.get("tcp"), "udp_flows": res.get("udp"),
+                         "ticks": res.get("ticks"), "errors": errs,
+                         "remapped_flows": len(remapped), "epochs_seen": epochs,
+                         "rotations_ok": rot_ok})
+
+
+# -- 3. control-plane crash ------------------------------------------------------------------
+def _ct_sink_entries(ctx: Ctx) -> int:
+    out = ctx.edge(f"conntrack -L -p tcp --dport {SINK_PORT} 2>/dev/null; "
+                   f"conntrack -L -p udp --dport {SINK_PORT} 2>/dev/null")
+    return sum(1 for line in out.splitlines() if line.strip())
+
+
+def crash(ctx: Ctx) -> dict[str, Any]:
+    """kill -9 of `cfr run` under load: data plane keeps going, restart adopts, log has no gap."""
+    sc, relay = ctx.scale, ctx.env.relay
+    policy = "cfr-epoch"
+    relay.start_daemon(policy)
+    sink, sink_out = _sink(ctx, "crash")
+    dur_a = 6 + sc.downtime_s + 6
+    client_a, out_a = _flows(ctx, "cra", sc.crash_tcp, sc.crash_udp, dur_a)
+    time.sleep(2)
+    ct_before = _ct_sink_entries(ctx)
+    t_kill = time.time()
+    assert relay.daemon is not None
+    relay.daemon.stop(sig=9)
+    relay.daemon = None
+    # new flows while the control plane is dead: long-lived ones and ECH handshakes
+    client_b, out_b = _flows(ctx, "crb", sc.crash_tcp // 2, sc.crash_udp // 2, dur_a - 2)
+    ctx.forget_crowd_dns()
+    res = ctx.crowd_loader().run(sites=ctx.env.sites[:5], count=30, concurrency=3,
+                                 sources=[(f"pop{i}", a) for i, a in enumerate(ctx.sources())],
+                                 family=4, check=False, timeout=120)
+    new_ok = sum(1 for r in res.records if not r.get("error"))
+    time.sleep(max(0.0, sc.downtime_s - (time.time() - t_kill)))
+    ct_down = _ct_sink_entries(ctx)
+    relay.start_daemon(policy)
+    t_up = time.time()
+    ct_after = _ct_sink_entries(ctx)
+    _wait_proc(client_a, dur_a + 60)
+    _wait_proc(client_b, dur_a + 60)
+    sink.stop()
+    ra, rb = _read_json(out_a), _read_json(out_b)
+    peers = _read_json(sink_out).get("peers", {})
+    log_path = relay.state_dir / "mappings.jsonl"
+    opened = set()
+    for line in log_path.read_text().splitlines() if log_path.exists() else []:
+        rec = json.loads(line)
+        if rec.get("ev") == "open":
+            opened.add(f"{rec['proto']}/{rec['subscriber']}:{rec['subscriber_port']}")
+    local = {**ra.get("local", {}), **rb.get("local", {})}
+    missing = sorted(fid for fid, key in local.items() if key not in opened)
+    lost = len(ra.get("dead", [])) + len(rb.get("dead", [])) + len(
+        _remapped(peers, local))
+    errors = {k: ra.get("errors", {}).get(k, 0) + rb.get("errors", {}).get(k, 0)
+              for k in set(ra.get("errors", {})) | set(rb.get("errors", {}))}
+    passed = (bool(ra) and bool(rb) and lost == 0 and errors.get("udp_lost", 0) == 0
+              and new_ok == len(res.records) and ct_after >= ct_before and not missing)
+    return _row("control-plane crash (kill -9 cfr run)", load_held=lost == 0,
+                faults_injected=1, faults_survived=int(passed), flows_lost=lost, passed=passed,
+                figures={"downtime_s": round(t_up - t_kill, 2),
+                         "conntrack_sink_entries": {"before_kill": ct_before,
+                                                    "while_down": ct_down,
+                                                    "after_restart": ct_after},
+                         "new_ech_while_down_ok": [new_ok, len(res.records)],
+                         "flow_errors": errors,
+                         "flows_missing_from_mapping_log": len(missing),
+                         "flows_checked_in_mapping_log": len(local)})
+
+
+# -- 4. front-door restart and ECH key rotation ---------------------------------------------
+def front_door(ctx: Ctx) -> dict[str, Any]:
+    """Open-loop ECH load while the operator rotates keys, then restarts the front door."""
+    sc, env = ctx.scale, ctx.env
+    ctx.forget_crowd_dns()
+    loader = ctx.crowd_loader()
+    argv, truth = loader.argv(sites=env.sites[:10], rate=sc.fd_load_rate,
+                              duration=sc.fd_load_s, family=4,
+                              sources=[(f"pop{i}", a) for i, a in enumerate(ctx.sources())])
+    proc = ctx.net[POPULATION_HOST].spawn(argv, label="fd-load", log=ctx.out / "fd-load.log")
+    t0 = time.time()
+    time.sleep(sc.fd_load_s * 0.25)
+    t_rot = time.time()
+    ech_service.rotate_and_publish(env.workdir / "ech-keys", [env.cdn.front], env.dns)
+    time.sleep(sc.fd_load_s * 0.25)
+    t_restart = time.time()
+    env.cdn.front.stop()
+    env.cdn.front.start()
+    t_back = time.time()
+    _wait_proc(proc, sc.fd_load_s + 60)
+    recs = ech_service.read_jsonl(truth)
+    # a flow whose retry succeeded is not a failed request
+    retried_ok = {r["flow_id"].removesuffix(".retry") for r in recs
+                  if str(r.get("flow_id", "")).endswith(".retry") and not r.get("error")}
+    failed = [r for r in recs if r.get("error") and r.get("flow_id") not in retried_ok
+              and not str(r.get("flow_id", "")).endswith(".retry")]
+    failed += [r for r in recs if str(r.get("flow_id", "")).endswith(".retry")
+               and r.get("error")]
+    ok_after = sorted(r["ts"] for r in recs if not r.get("error") and r["ts"] >= t_restart)
+    fails_after = [r["ts"] for r in failed if r["ts"] >= t_restart]
+    recovery = None
+    if ok_after:
+        later_ok = [t for t in ok_after if not fails_after or t > max(fails_after)]
+        recovery = round(later_ok[0] - t_restart, 3) if later_ok else None
+    retries = sum(1 for r in recs if str(r.get("flow_id", "")).endswith(".retry"))
+    passed = bool(recs) and recovery is not None and recovery <= 5.0 and \
+        not [t for t in fails_after if t > t_back + 5.0]
+    return _row("front-door restart + ECH key rotation", load_held=passed,
+                faults_injected=2, faults_survived=2 if passed else 0,
+                flows_lost=len(failed), passed=passed,
+                figures={"requests": len(recs), "failed_requests": len(failed),
+                         "ech_retries": retries, "recovery_s_after_restart": recovery,
+                         "restart_took_s": round(t_back - t_restart, 3),
+                         "rotation_at_s": round(t_rot - t0, 2),
+                         "restart_at_s": round(t_restart - t0, 2),
+                         "rate_per_s": sc.fd_load_rate})
+
+
+# -- 5. hostile packets -------------------------------------------------------------------
+def hostile(ctx: Ctx) -> dict[str, Any]:
+    """Malformed / spoofed / forged packets from s2 and the crowd; capture at the front door."""
+    env, relay = ctx.env, ctx.env.relay
+    relay.start_daemon("cfr-flow")
+    plan = ctx.plan
+    fd4, fd6 = env.front_door(4), env.front_door(6)
+    pcap = ctx.out / "hostile-fd.pcap"
+    cap = ctx.net["fd"].spawn(["tcpdump", "-n", "-i", "fd-cdn", "-s", "256", "-U", "-w",
+                               str(pcap)], label="tcpdump-hostile",
+                              log=ctx.out / "hostile-tcpdump.log")
+    time.sleep(0.8)
+    before = ctx.drops()
+    sent: dict[str, int] = {}
+    senders = [(ATTACKER, plan.subscriber(1)), (POPULATION_HOST,
+               plan.subscriber(ctx.net.scenario.subscribers))]
+    for node, sub in senders:
+        out = ctx.out / f"hostile-{node}.json"
+        res = ctx.net[node].run([PYTHON, str(HERE / "hostile.py"), "--src4", str(sub.v4),
+                                 "--src6", str(sub.v6), "--dst4", fd4, "--dst6", fd6,
+                                 "--victim4", str(plan.subscriber(0).v4), "--out", str(out)],
+                                check=False, timeout=120)
+        if res.returncode != 0:
+            ctx.log(f"        hostile.py in {node} failed: {res.stderr.strip()[-300:]}")
+        for k, v in _read_json(out).get("sent", {}).items():
+            sent[k] = sent.get(k, 0) + v
+    time.sleep(1.0)
+    status_ok = relay.cfr("status", "--json", "--no-flows", check=False).returncode == 0
+    after = ctx.drops() if status_ok else before
+    ctx.forget_crowd_dns()
+    res = ctx.crowd_loader().run(sites=env.sites[:5], count=20, concurrency=2,
+                                 sources=[(f"pop{i}", a) for i, a in enumerate(ctx.sources(4))],
+                                 family=4, check=False, timeout=120)
+    normal_ok = sum(1 for r in res.records if not r.get("error"))
+    time.sleep(0.5)
+    cap.stop()
+    report = scanner_for(env).scan_pcap(pcap)
+    leaks = len(report.hits)
+    frames = report.packets  # a leak scan of an empty capture proves nothing
+    delta = {k: after[k] - before[k] for k in after}
+    spoofed = sent.get("spoofed_source", 0) + sent.get("spoofed_source_v6", 0)
+    spoof_drops = delta.get("drop_spoofed", 0) + delta.get("drop_not_subscriber", 0)
+    daemon_alive = relay.daemon is not None and relay.daemon.alive()
+    passed = (status_ok and daemon_alive and normal_ok == len(res.records) and leaks == 0
+              and spoof_drops >= spoofed and sum(sent.values()) > 0 and frames > 0)
+    return _row("hostile packets", load_held=normal_ok == len(res.records),
+                faults_injected=sum(sent.values()),
+                faults_survived=sum(sent.values()) if status_ok and daemon_alive else 0,
+                flows_lost=len(res.records) - normal_ok, leaks_found=leaks, passed=passed,
+                figures={"sent": sent, "drop_counter_deltas": delta,
+                         "spoofed_sent": spoofed, "spoof_drops": spoof_drops,
+                         "status_answers": status_ok, "daemon_alive": daemon_alive,
+                         "normal_traffic_ok": [normal_ok, len(res.records)],
+                         "frames_captured_at_front_door": frames, "pcap": pcap.name})
+
+
+SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {
+    "exhaustion": exhaustion,
+    "rotation": rotation,
+    "crash": crash,
+    "front_door": front_door,
+    "hostile": hostile,
+}
+
+
+def run_resilience(scenario: Scenario, run_dir: Path, registry: RunRegistry, console: Console,
+                   scale: Scale | None = None, only: list[str] | None = None) -> dict:
+    """Run the scenarios (all, or `only`) on ONE network; returns {"rows", "passed"}.
+
+    A scenario that raises becomes a failed row with the error, so one broken scenario
+    never hides the others' results."""
+    from dataclasses import replace
+
+    scale = scale or Scale()
+    sc = replace(scenario, population=max(scenario.population, scale.sources),
+                 subscribers=max(scenario.subscribers, 2))
+    out = run_dir / "raw" / "resilience"
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+
+    def log(msg: str) -> None:
+        console.print(msg)
+
+    with Network(sc, registry) as net:
+        env = BenchEnv(net, registry.make_tmpdir("resilience"), ech_mode=sc.ech_mode,
+                       pool_size=8, epoch_s=3600)
+        env.start(["cfr-flow", "cfr-epoch"])
+        try:
+            ctx = Ctx(net, env, out, scale, log)
+            for name, fn in SCENARIOS.items():
+                if only and name not in only:
+                    continue
+                t0 = time.monotonic()
+                try:
+                    row = fn(ctx)
+                except Exception as exc:  # report, continue with the next scenario
+                    row = _row(name, figures={"error": f"{type(exc).__name__}: {exc}"[:500]})
+                row["figures"]["seconds"] = round(time.monotonic() - t0, 1)
+                rows.append(row)
+                log(f"      {row['name']}: {'PASS' if row['passed'] else 'FAIL'} "
+                    f"({row['figures']['seconds']} s)")
+        finally:
+            env.stop()
+    result = {"rows": rows, "passed": bool(rows) and all(r["passed"] for r in rows),
+              "scale": asdict(scale)}
+    (out / "resilience.json").write_text(json.dumps(result, indent=2, default=str))
+    return result
