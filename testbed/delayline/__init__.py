@@ -30,6 +30,20 @@ could not keep up: a result with this non-zero was limited by the emulator, not 
 ``late_p50_us``/``late_p99_us``/``late_max_us``: how late frames left against their scheduled
 departure, i.e. the emulator's own timing error, to record with every result.
 
+How it keeps time: each direction is one OS thread that reads frames with their kernel
+receive timestamps (so a frame's delay counts from when it entered the link namespace, not
+from when the thread woke up), keeps them in order, and writes each at its departure time,
+sleeping in ppoll(2) with a 1 ns timer slack. While lightly loaded it runs SCHED_FIFO and
+wakes a little early to busy-poll the last microseconds ("precise" mode); when its thread is
+busy more than half the time it drops to SCHED_OTHER (nice -5) without busy-polling
+("throughput" mode), because a busy real-time thread starves ksoftirqd and gets throttled.
+Calibration on 2 shared vCPUs: see bench.py and the figures in the stats file.
+
+Capacity: a few hundred Mbit/s of 1500-byte frames per direction on 2 vCPUs (it shares the
+CPU with the traffic it carries). Give links a rate well below that; if the delay line
+itself cannot keep up, its backlog of overdue frames is bounded by queue_packets and the
+excess is counted as ``dropped_overload``.
+
 This module is imported by Mininet topology code under the system python: stdlib only.
 """
 
@@ -78,7 +92,7 @@ class DirectionSpec:
     never reordering frames. loss_pct: independent random loss. rate_mbit: serialization
     rate (None = unlimited). queue_packets: bottleneck buffer, frames waiting for or in
     serialization (delayed frames in flight do not count, unlike netem's limit); only
-    meaningful with a rate.
+    meaningful with a rate (it also bounds the delay line's own backlog if it falls behind).
     """
 
     delay_ms: float = 0
