@@ -176,6 +176,9 @@ class DelayLineNode(Node):
         ready = self.workdir / f"{self.name}.ready"
         with contextlib.suppress(FileNotFoundError):
             ready.unlink()
+        # The link namespace is a wire: no IPv6 on its ends, so it never sends anything.
+        self.cmd("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                 "net.ipv6.conf.default.disable_ipv6=1")
         for intf in self.intfList():
             self.cmd("ip", "link", "set", intf.name, "up")
             self.cmd("ethtool", "-K", intf.name, *OFFLOADS_OFF)
