@@ -7,7 +7,6 @@ and throughput of link emulation. Figures are reported, never asserted (shared m
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from dataclasses import replace
@@ -18,6 +17,7 @@ from rich.table import Table
 from testbed.calibration import calibrate
 from testbed.network import Network
 from testbed.scenario import Scenario, with_link_override
+from testbed.smoke import iperf_mbit
 
 
 def time_up_down(scenario: Scenario) -> tuple[float, float]:
@@ -27,18 +27,6 @@ def time_up_down(scenario: Scenario) -> tuple[float, float]:
     t1 = time.monotonic()
     net.stop()
     return up, time.monotonic() - t1
-
-
-def iperf_mbit(net: Network, server: str, client: str, seconds: int = 5) -> float:
-    addr = net.primary_addresses(server)[0]
-    srv = net[server].spawn(["iperf3", "-s", "-1", "-B", addr], label="iperf3-server")
-    try:
-        time.sleep(0.3)
-        out = net[client].run(["iperf3", "-c", addr, "-t", str(seconds), "-J", "-O", "1"],
-                              timeout=seconds + 30).stdout
-        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
-    finally:
-        srv.stop()
 
 
 def main() -> None:

@@ -75,3 +75,19 @@ def rtt_table(net: Network, pairs: list[tuple[str, str]], count: int = 30,
         else:
             rows.append(RttRow(src, dst, family, configured, float("nan"), float("nan"), 0))
     return rows
+
+
+def iperf_mbit(net: Network, server: str, client: str, seconds: int = 4) -> float:
+    """TCP goodput (Mbit/s) from client to server's primary IPv4 address, one iperf3 run."""
+    import json
+    import time
+
+    addr = net.primary_addresses(server)[0]
+    srv = net[server].spawn(["iperf3", "-s", "-1", "-B", addr], label="iperf3-server")
+    try:
+        time.sleep(0.3)
+        out = net[client].run(["iperf3", "-c", addr, "-t", str(seconds), "-J", "-O", "1"],
+                              timeout=seconds + 30).stdout
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        srv.stop()

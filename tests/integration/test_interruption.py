@@ -18,6 +18,7 @@ from testbed import lifecycle
 from testbed.addressing import AddressPlan
 from testbed.paths import REPO_ROOT
 from tests.conftest import require_root
+from tests.integration.hoststate import netns, root_links
 
 # Lines the main job prints when it enters each phase (non-terminal output).
 PHASES = {
@@ -33,22 +34,12 @@ def _cli(*args, timeout=180):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _netns() -> set[str]:
-    try:
-        return set(os.listdir("/run/netns"))
-    except FileNotFoundError:
-        return set()
-
-
-def _root_links() -> set[str]:
-    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
 
 
 def _leftovers(prefix: str) -> dict[str, list[str]]:
     procs = subprocess.run(["pgrep", "-af", prefix], capture_output=True, text=True).stdout
     mounts = [m for m in Path("/proc/self/mounts").read_text().splitlines() if prefix in m]
-    return {"netns": sorted(n for n in _netns() if n.startswith(prefix)),
+    return {"netns": sorted(n for n in netns() if n.startswith(prefix)),
             "processes": [p for p in procs.splitlines() if "pgrep" not in p],
             "mounts": mounts}
 
@@ -63,7 +54,7 @@ def _leftovers(prefix: str) -> dict[str, list[str]]:
 ])
 def test_interrupt_then_clean_leaves_nothing(tmp_path, phase, sig):
     require_root()
-    links_before = _root_links()
+    links_before = root_links()
     proc = subprocess.Popen(
         [sys.executable, "-m", "testbed.cli", "run", "--profile", "tiny", "latency",
          "--out", str(tmp_path / "run")],
@@ -94,7 +85,7 @@ def test_interrupt_then_clean_leaves_nothing(tmp_path, phase, sig):
     assert clean.returncode == 0, clean.stderr
     assert _leftovers(prefix) == {"netns": [], "processes": [], "mounts": []}
     assert not lifecycle.state_path(prefix).exists()
-    assert _root_links() == links_before
+    assert root_links() == links_before
     if sig == signal.SIGINT:  # Ctrl-C tears down by itself; clean finds nothing of it
         assert prefix not in clean.stdout
 

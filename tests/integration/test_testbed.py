@@ -3,7 +3,6 @@ teardown and crash cleanup."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -20,26 +19,13 @@ from testbed.addressing import AddressPlan
 from testbed.calibration import calibrate
 from testbed.paths import REPO_ROOT
 from testbed.scenario import Scenario, with_link_override
-from testbed.smoke import ping_all
+from testbed.smoke import iperf_mbit, ping_all
+from tests.integration.hoststate import netns, pids_matching, root_links  # noqa: E402
 
 RTT_RE = re.compile(r"time=([0-9.]+) ms")
 
 
-def _netns() -> set[str]:
-    try:
-        return set(os.listdir("/run/netns"))
-    except FileNotFoundError:
-        return set()
 
-
-def _root_links() -> set[str]:
-    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
-
-
-def _pids_matching(text: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", text], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 def test_default_topology_every_pair_reaches_every_other(default_network):
@@ -81,18 +67,6 @@ def test_end_to_end_rtt_is_the_sum_of_link_delays(default_network):
     assert abs(statistics.median(rtts) - 24.0) <= 1.5
 
 
-def _iperf_mbit(net, server: str, client: str, seconds: int = 4) -> float:
-    addr = net.primary_addresses(server)[0]
-    srv = net[server].spawn(["iperf3", "-s", "-1", "-B", addr], label="iperf3-server")
-    try:
-        time.sleep(0.3)
-        out = net[client].run(["iperf3", "-c", addr, "-t", str(seconds), "-J", "-O", "1"],
-                              timeout=seconds + 30).stdout
-        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
-    finally:
-        srv.stop()
-
-
 @pytest.mark.parametrize(("link_class", "rate", "delay"), [("aggregation", 50.0, 0.0),
                                                           ("wan", 30.0, 10.0)])
 def test_bandwidth_shaping_holds_within_ten_percent(make_network, link_class, rate, delay):
@@ -100,21 +74,21 @@ def test_bandwidth_shaping_holds_within_ten_percent(make_network, link_class, ra
     scenario = with_link_override(replace(Scenario(), population=0, subscribers=1),
                                   link_class, rate_mbit=rate, delay_ms=delay)
     net = make_network(scenario)
-    measured = _iperf_mbit(net, "fd", "s1")
+    measured = iperf_mbit(net, "fd", "s1")
     assert 0.9 * rate <= measured <= 1.1 * rate, f"{measured:.1f} Mbit/s for {rate}"
 
 
 def test_teardown_leaves_no_namespace_interface_or_process(make_network):
-    links_before = _root_links()
+    links_before = root_links()
     net = make_network(replace(Scenario(), population=10, subscribers=2))
     prefix = net.registry.prefix
     workdirs = list(net.registry.state.tmpdirs)
-    assert any(n.startswith(prefix + "-") for n in _netns())
-    assert _pids_matching(workdirs[0])  # the delay lines run with their work dir in argv
+    assert any(n.startswith(prefix + "-") for n in netns())
+    assert pids_matching(workdirs[0])  # the delay lines run with their work dir in argv
     net.stop()
-    assert not [n for n in _netns() if n.startswith(prefix + "-")]
-    assert _root_links() == links_before
-    assert not _pids_matching(workdirs[0])
+    assert not [n for n in netns() if n.startswith(prefix + "-")]
+    assert root_links() == links_before
+    assert not pids_matching(workdirs[0])
     assert not lifecycle.state_path(prefix).exists()
     assert not any(os.path.exists(d) for d in workdirs)
 
@@ -125,7 +99,7 @@ def test_clean_after_kill_9_removes_the_run_and_nothing_else():
     require_root()
     bystander = "cfrbench-test-bystander"
     subprocess.run(["ip", "netns", "add", bystander], check=True)
-    links_before = _root_links()
+    links_before = root_links()
     proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "up", "--population", "5"],
                             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -136,7 +110,7 @@ def test_clean_after_kill_9_removes_the_run_and_nothing_else():
                         if r.controller_pid == proc.pid and r.info.get("ready")), None)
             time.sleep(0.1)
         assert run is not None, "cfrbench up did not come up"
-        ours = [n for n in _netns() if n.startswith(run.prefix + "-")]
+        ours = [n for n in netns() if n.startswith(run.prefix + "-")]
         assert len(ours) == len(run.netns) > 10
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -144,10 +118,10 @@ def test_clean_after_kill_9_removes_the_run_and_nothing_else():
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert f"{run.prefix}: removed {len(run.netns)} namespaces" in out.stdout
-        assert not [n for n in _netns() if n.startswith(run.prefix + "-")]
-        assert bystander in _netns()
-        assert _root_links() == links_before
-        assert not _pids_matching(f"{run.prefix}-net-")
+        assert not [n for n in netns() if n.startswith(run.prefix + "-")]
+        assert bystander in netns()
+        assert root_links() == links_before
+        assert not pids_matching(f"{run.prefix}-net-")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -176,7 +150,7 @@ def test_detached_network_exec_passes_exit_status_and_down_removes_it():
     finally:
         down = cli("down", prefix)
     assert down.returncode == 0, down.stderr
-    assert not [n for n in _netns() if n.startswith(prefix + "-")]
+    assert not [n for n in netns() if n.startswith(prefix + "-")]
 
 
 def test_topology_runs_under_mininet_mn_custom():
