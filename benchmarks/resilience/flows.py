@@ -22,8 +22,17 @@ import sys
 import time
 
 
+def _raise_fd_limit() -> None:
+    """A thousand flows need more descriptors than the usual soft limit of 1024."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+
+
 def sink(args: argparse.Namespace) -> None:
     """Echo server; on SIGTERM writes {flow_id: [peer, ...]} (distinct peers, in order)."""
+    _raise_fd_limit()
     peers: dict[str, list[str]] = {}
     msgs = {"n": 0}
     sel = selectors.DefaultSelector()
@@ -92,6 +101,7 @@ def sink(args: argparse.Namespace) -> None:
 
 def client(args: argparse.Namespace) -> None:
     """Open the flows, exchange one message per flow per tick; write a JSON summary."""
+    _raise_fd_limit()
     sources = args.sources.split(",")
     tcp: dict[str, socket.socket] = {}
     udp: dict[str, socket.socket] = {}
