@@ -85,7 +85,11 @@ def iperf_mbit(net: Network, server: str, client: str, seconds: int = 4) -> floa
     addr = net.primary_addresses(server)[0]
     srv = net[server].spawn(["iperf3", "-s", "-1", "-B", addr], label="iperf3-server")
     try:
-        time.sleep(0.3)
+        deadline = time.monotonic() + 10  # never race the server's bind
+        while not net[server].run(["ss", "-Hltn", "sport = :5201"]).stdout.strip():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"iperf3 server on {server} did not start listening")
+            time.sleep(0.05)
         out = net[client].run(["iperf3", "-c", addr, "-t", str(seconds), "-J", "-O", "1"],
                               timeout=seconds + 30).stdout
         return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6

@@ -16,6 +16,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,6 +98,17 @@ def test_loss_100_in_one_direction_blocks_pings(delayline_bin: Path) -> None:
     assert b2a["dropped_loss"] == 0 and b2a["tx_packets"] == b2a["rx_packets"] > 0
 
 
+def _wait_listening(netns: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(nsexec(netns, "ss", "-Hltn", f"sport = :{port}"),
+                             capture_output=True, text=True, check=False).stdout
+        if out.strip():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port} in {netns}")
+
+
 def test_rate_limit_caps_tcp_throughput(delayline_bin: Path) -> None:
     """TCP through rate=20mbit gets at most 20 Mbit/s, and most of it (an upper bound on a
     shared machine is safe to assert; the lower bound is loose)."""
@@ -108,6 +120,7 @@ def test_rate_limit_caps_tcp_throughput(delayline_bin: Path) -> None:
             stderr=subprocess.DEVNULL,
         )
         try:
+            _wait_listening(net.b, 5201)  # the client must not race the server's bind
             client = subprocess.run(
                 nsexec(net.a, "iperf3", "-c", V4_B, "-t", "4", "-J", "--connect-timeout", "3000"),
                 capture_output=True,
