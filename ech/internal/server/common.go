@@ -396,3 +396,27 @@ var (
 	errUnknownSite = errors.New("unknown site")
 	errClosedEarly = errors.New("connection closed before a ClientHello")
 )
+
+// readClientHello reads and parses the connection's first handshake message within
+// timeout. Both the split front and the self-decrypting server start this way; on failure
+// it records why on st (the log line says it) and closes the connection.
+func readClientHello(tc *trackedConn, st *connState, timeout time.Duration) (*chello.ClientHello, []byte, bool) {
+	_ = tc.Conn.SetReadDeadline(time.Now().Add(timeout))
+	msg, consumed, err := chello.ReadHandshakeMessage(tc, nil)
+	if err != nil {
+		st.err = err
+		if len(consumed) == 0 && errors.Is(err, io.EOF) {
+			st.err = errClosedEarly
+		}
+		_ = tc.Close()
+		return nil, nil, false
+	}
+	ch, err := chello.Parse(msg)
+	if err != nil {
+		st.err = fmt.Errorf("malformed ClientHello: %v", err)
+		_ = tc.Close()
+		return nil, nil, false
+	}
+	_ = tc.Conn.SetReadDeadline(time.Time{})
+	return ch, consumed, true
+}

@@ -122,24 +122,10 @@ func (f *Front) handle(raw net.Conn) {
 			_ = tc.Close()
 		}
 	}()
-	_ = raw.SetReadDeadline(time.Now().Add(f.Local.HandshakeTimeout))
-	msg, consumed, err := chello.ReadHandshakeMessage(tc, nil)
-	if err != nil {
-		st.err = err
-		if len(consumed) == 0 && errors.Is(err, io.EOF) {
-			st.err = errClosedEarly
-		}
-		_ = tc.Close()
+	ch, consumed, ok := readClientHello(tc, st, f.Local.HandshakeTimeout)
+	if !ok {
 		return
 	}
-	ch, err := chello.Parse(msg)
-	if err != nil {
-		st.err = fmt.Errorf("malformed ClientHello: %v", err)
-		st.clientRandom = nil
-		_ = tc.Close()
-		return
-	}
-	_ = raw.SetReadDeadline(time.Time{})
 	if ch.HasECH {
 		if t, _, perr := chello.ParseECH(ch.ECH); perr == nil && t == chello.ECHTypeOuter {
 			d, derr := chello.Decrypt(ch, f.Keys.decryptKeys())

@@ -212,23 +212,10 @@ func (s *TLSServer) serveSelfDecrypt(tc *trackedConn, st *connState) {
 			_ = tc.Close()
 		}
 	}()
-	_ = tc.Conn.SetReadDeadline(time.Now().Add(s.HandshakeTimeout))
-	msg, consumed, err := chello.ReadHandshakeMessage(tc, nil)
-	if err != nil {
-		st.err = err
-		if len(consumed) == 0 && errors.Is(err, io.EOF) {
-			st.err = errClosedEarly
-		}
-		_ = tc.Close()
+	ch, consumed, ok := readClientHello(tc, st, s.HandshakeTimeout)
+	if !ok {
 		return
 	}
-	ch, err := chello.Parse(msg)
-	if err != nil {
-		st.err = fmt.Errorf("malformed ClientHello: %v", err)
-		_ = tc.Close()
-		return
-	}
-	_ = tc.Conn.SetReadDeadline(time.Time{})
 	if ch.HasECH {
 		if t, _, perr := chello.ParseECH(ch.ECH); perr == nil && t == chello.ECHTypeOuter {
 			if d, derr := chello.Decrypt(ch, s.Keys.decryptKeys()); derr == nil {
