@@ -10,6 +10,7 @@ sample and appending one raw record per metric. Nothing here computes statistics
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -89,6 +90,10 @@ def group_by_network(base: Scenario, definitions: Sequence[BenchmarkDefinition],
     return list(groups.values())
 
 
+#: Seconds between progress lines when the console is a log, not a terminal.
+LOG_PROGRESS_EVERY_S = 30.0
+
+
 def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, run_dir: Path,
                    registry: RunRegistry, console: Console, seed: int = 0) -> RunOutcome:
     definitions = load_benchmarks(list(names) if names else list(DEFAULT_BENCHMARKS), profile)
@@ -134,10 +139,12 @@ def _run_step(env: BenchEnv, step: PlanStep, writer: RecordWriter, progress: Pro
     sweep = f" @ {step.sweep}" if step.sweep else ""
     description = f"{label}: {step.benchmark}/{step.measurement.name}{sweep}"
     progress.update(task, description=description)
-    if not progress.console.is_terminal:
+    in_log = not progress.console.is_terminal
+    if in_log:
         progress.console.print(f"      {description}: {len(step.schedule)} samples, paths "
                                f"{', '.join(step.measurement.paths)}")
-    for item in step.schedule:
+    started = last_note = time.monotonic()
+    for done, item in enumerate(step.schedule, 1):
         env.select(item.path)
         values, extra = tool(env, item.path, step.measurement.options)
         for metric, value in values.items():
@@ -146,6 +153,14 @@ def _run_step(env: BenchEnv, step: PlanStep, writer: RecordWriter, progress: Pro
         outcome.samples += 1
         outcome.failed_samples += any(v is None for v in values.values())
         progress.advance(task)
+        now = time.monotonic()
+        if in_log and now - last_note >= LOG_PROGRESS_EVERY_S and done < len(step.schedule):
+            # A long step in a log (CI, nohup) still says how far it is and when it ends.
+            last_note = now
+            eta = (now - started) / done * (len(step.schedule) - done)
+            progress.console.print(f"        {done}/{len(step.schedule)} samples, "
+                                   f"{outcome.failed_samples} failed so far, "
+                                   f"about {eta / 60:.1f} min left in this step")
 
 
 def outcome_dict(outcome: RunOutcome) -> dict[str, Any]:

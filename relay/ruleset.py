@@ -21,7 +21,8 @@ Packet path (hook, priority):
   postrouting 100  `postrouting_nat` SNAT by policy (`alias_v4` / `alias_v6` chains)
   postrouting 110  `postrouting_guard` last line of defence: nothing leaves the egress with
                                       a subscriber address in the source or inside a
-                                      quoted ICMP header (aliased families only)
+                                      quoted ICMP header (aliased families only; per
+                                      family in `guard_v4` / `guard_v6`)
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ BASE_CHAINS = {
     "postrouting_nat": ("nat", "postrouting", 100),
     "postrouting_guard": ("filter", "postrouting", 110),
 }
-REGULAR_CHAINS = ("from_access_raw", "from_access", "to_access", "alias_v4", "alias_v6")
+REGULAR_CHAINS = ("from_access_raw", "from_access", "to_access", "alias_v4", "alias_v6",
+                  "guard_v4", "guard_v6")
 ALIAS_CHAINS = ("alias_v4", "alias_v6")
 
 ICMP4_ERRORS = ["destination-unreachable", "source-quench", "redirect", "time-exceeded",
@@ -344,24 +346,38 @@ def _guard(b: Builder) -> None:
     guard6 = v6 in ALIASED_MODES and bool(cfg.subscriber_v6)
     if not (guard4 or guard6):
         return
+    # Every forwarded packet crosses this chain, so it is laid out for the common case (an
+    # established TCP/UDP flow, already translated): one interface lookup, one jump by
+    # family, one source lookup, one protocol compare, and out. Only ICMP errors get to
+    # the quoted-header checks.
     b.rule(g, match(meta("oifname"), "@egress_ifs", "!="), verdict("return"))
+    vmap = []
     if guard4:
-        b.rule(g, match(payload("ip", "saddr"), "@subnets_v4"), counter("drop_leak_guard"),
+        vmap.append(["ipv4", verdict("jump", "guard_v4")])
+    if guard6:
+        vmap.append(["ipv6", verdict("jump", "guard_v6")])
+    b.rule(g, {"vmap": {"key": meta("nfproto"), "data": {"set": vmap}}})
+    if guard4:
+        c = "guard_v4"
+        b.rule(c, match(payload("ip", "saddr"), "@subnets_v4"), counter("drop_leak_guard"),
                verdict("drop"))
+        b.rule(c, match(meta("l4proto"), "icmp", "!="), verdict("return"))
+        b.rule(c, match(payload("icmp", "type"), anon_set(ICMP4_ERRORS), "!="),
+               verdict("return"))
         ranges = anon_set([int_range(n) for n in ipaddress.collapse_addresses(cfg.subscriber_v4)])
         # ICMP error: 8-byte ICMP header, then the quoted IPv4 header (src at +12, dst at +16).
         for offset in (160, 192):
-            b.rule(g, match(meta("l4proto"), "icmp"),
-                   match(payload("icmp", "type"), anon_set(ICMP4_ERRORS)),
-                   match(raw_payload("th", offset, 32), ranges),
+            b.rule(c, match(raw_payload("th", offset, 32), ranges),
                    counter("drop_leak_guard"), verdict("drop"))
     if guard6:
-        b.rule(g, match(payload("ip6", "saddr"), "@subnets_v6"), counter("drop_leak_guard"),
+        c = "guard_v6"
+        b.rule(c, match(payload("ip6", "saddr"), "@subnets_v6"), counter("drop_leak_guard"),
                verdict("drop"))
+        b.rule(c, match(meta("l4proto"), "ipv6-icmp", "!="), verdict("return"))
+        b.rule(c, match(payload("icmpv6", "type"), anon_set(ICMP6_ERRORS), "!="),
+               verdict("return"))
         ranges = anon_set([int_range(n) for n in ipaddress.collapse_addresses(cfg.subscriber_v6)])
         # ICMPv6 error: 8-byte header, then the quoted IPv6 header (src at +8, dst at +24).
         for offset in (128, 256):
-            b.rule(g, match(meta("l4proto"), "ipv6-icmp"),
-                   match(payload("icmpv6", "type"), anon_set(ICMP6_ERRORS)),
-                   match(raw_payload("th", offset, 128), ranges),
+            b.rule(c, match(raw_payload("th", offset, 128), ranges),
                    counter("drop_leak_guard"), verdict("drop"))

@@ -44,6 +44,10 @@ def sink(args: argparse.Namespace) -> None:
     lu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     lu.bind((args.bind4, args.port))
     lu.setblocking(False)
+    # Hundreds of flows echo through one UDP socket: the default receive queue (~200 kB of
+    # skb truesize) would drop echoes and count them as losses the relay never caused.
+    with contextlib.suppress(OSError):
+        lu.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 8 << 20)
     sel.register(lt, selectors.EVENT_READ, "accept")
     sel.register(lu, selectors.EVENT_READ, "udp")
     buffers: dict[socket.socket, bytes] = {}
@@ -99,83 +103,176 @@ def sink(args: argparse.Namespace) -> None:
                     conn.sendall(data)
 
 
-def client(args: argparse.Namespace) -> None:
-    """Open the flows, exchange one message per flow per tick; write a JSON summary."""
-    _raise_fd_limit()
-    sources = args.sources.split(",")
-    tcp: dict[str, socket.socket] = {}
-    udp: dict[str, socket.socket] = {}
-    local: dict[str, str] = {}
-    errors = {"tcp_connect_failed": 0, "tcp_reset": 0, "tcp_timeout": 0, "udp_lost": 0,
-              "udp_error": 0}
+class _Flow:
+    """One long-lived flow's socket and bookkeeping (TCP: bytes owed; UDP: seqs owed)."""
+
+    __slots__ = ("fid", "sock", "tcp", "phase", "owed", "buf", "last_reply", "pending")
+
+    def __init__(self, fid: str, sock: socket.socket, tcp: bool, phase: float) -> None:
+        self.fid, self.sock, self.tcp, self.phase = fid, sock, tcp, phase
+        self.owed = 0  # TCP: echo bytes not yet received back
+        self.buf = b""
+        self.last_reply = time.monotonic()
+        self.pending: dict[int, float] = {}  # UDP: seq -> send time
+
+
+def _connect_all(args: argparse.Namespace, sources: list[str], errors: dict[str, int]
+                 ) -> list[_Flow]:
+    """Open every TCP flow with non-blocking connects (a few hundred in flight at once), then
+    the UDP flows. Sequential blocking connects would take N round trips."""
+    flows: list[_Flow] = []
+    total = args.tcp + args.udp
+    sel = selectors.DefaultSelector()
+    connecting: dict[socket.socket, str] = {}
+    deadline = time.monotonic() + args.connect_timeout
     for i in range(args.tcp):
-        fid = f"{args.tag}t{i}"
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.bind((sources[i % len(sources)], 0))
-        s.settimeout(5)
-        try:
-            s.connect((args.dst, args.port))
-        except OSError:
-            errors["tcp_connect_failed"] += 1
-            s.close()
-            continue
-        tcp[fid] = s
-        local[fid] = "tcp/{}:{}".format(*s.getsockname()[:2])
+        s.setblocking(False)
+        s.connect_ex((args.dst, args.port))
+        connecting[s] = f"{args.tag}t{i}"
+        sel.register(s, selectors.EVENT_WRITE)
+    while connecting and time.monotonic() < deadline:
+        for key, _ in sel.select(0.5):
+            s = key.fileobj
+            sel.unregister(s)
+            fid = connecting.pop(s)
+            if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                errors["tcp_connect_failed"] += 1
+                s.close()
+                continue
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            flows.append(_Flow(fid, s, True, 0.0))
+    for s in connecting:
+        errors["tcp_connect_failed"] += 1
+        s.close()
+    sel.close()
     for i in range(args.udp):
-        fid = f"{args.tag}u{i}"
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.bind((sources[i % len(sources)], 0))
         s.connect((args.dst, args.port))
-        s.settimeout(0.5)
-        udp[fid] = s
-        local[fid] = "udp/{}:{}".format(*s.getsockname()[:2])
+        s.setblocking(False)
+        flows.append(_Flow(f"{args.tag}u{i}", s, False, 0.0))
+    # Spread the flows' sends evenly over the tick: a burst of `total` messages at once
+    # would overflow the sink's receive queue and measure the burst, not the relay.
+    for n, f in enumerate(sorted(flows, key=lambda f: f.fid)):
+        f.phase = args.tick * n / max(1, total)
+    return flows
+
+
+def client(args: argparse.Namespace) -> None:
+    """Hold the flows open, one numbered message per flow per tick, paced across the tick;
+    count resets, TCP stalls and lost UDP echoes; write a JSON summary.
+
+    Event-driven (one selector, non-blocking sockets): a thousand flows cost a thousand
+    small sends and receives per tick, never a blocking wait on one slow flow."""
+    _raise_fd_limit()
+    sources = args.sources.split(",")
+    errors = {"tcp_connect_failed": 0, "tcp_reset": 0, "tcp_timeout": 0, "udp_lost": 0,
+              "udp_error": 0}
+    flows = _connect_all(args, sources, errors)
+    local = {f.fid: "{}/{}:{}".format("tcp" if f.tcp else "udp", *f.sock.getsockname()[:2])
+             for f in flows}
     with open(args.out + ".started", "w") as fh:
         json.dump(local, fh)
+    sel = selectors.DefaultSelector()
+    by_sock: dict[socket.socket, _Flow] = {}
+    for f in flows:
+        sel.register(f.sock, selectors.EVENT_READ, f)
+        by_sock[f.sock] = f
     dead: set[str] = set()
-    seq = 0
-    end = time.monotonic() + args.duration
-    while time.monotonic() < end:
-        t0 = time.monotonic()
-        seq += 1
-        for fid, s in list(tcp.items()) + list(udp.items()):
-            if fid in dead:
+
+    def kill(f: _Flow, reason: str) -> None:
+        if f.fid not in dead:
+            errors[reason] += 1
+            dead.add(f.fid)
+            sel.unregister(f.sock)
+
+    order = sorted(flows, key=lambda f: f.phase)
+    start = time.monotonic()
+    end = start + args.duration
+    ticks = 0
+    max_lag = 0.0
+    replies = 0
+    idx = 0  # next flow to send to within the current tick
+    while True:
+        now = time.monotonic()
+        tick_start = start + ticks * args.tick
+        # Send every message whose time has come.
+        while idx < len(order) and tick_start + order[idx].phase <= now:
+            f = order[idx]
+            idx += 1
+            if f.fid in dead:
                 continue
+            max_lag = max(max_lag, now - (tick_start + f.phase))
+            msg = f"{f.fid} {ticks + 1}\n".encode()
             try:
-                s.send(f"{fid} {seq}\n".encode())
+                f.sock.send(msg)
             except OSError:
-                errors["tcp_reset" if fid in tcp else "udp_error"] += 1
-                dead.add(fid)
-        for fid, s in tcp.items():
-            if fid in dead:
+                kill(f, "tcp_reset" if f.tcp else "udp_error")
                 continue
-            want = len(f"{fid} {seq}\n")
-            got = b""
+            if f.tcp:
+                f.owed += len(msg)
+            else:
+                f.pending[ticks + 1] = now
+        if idx >= len(order):
+            ticks += 1
+            idx = 0
+            if start + ticks * args.tick >= end:
+                break
+            # TCP stalls: nothing echoed back for stall_s although bytes are owed.
+            for f in order:
+                if f.tcp and f.owed and now - f.last_reply > args.stall_s:
+                    kill(f, "tcp_timeout")
+        next_due = (start + ticks * args.tick + order[idx].phase) if order else end
+        for key, _ in sel.select(max(0.0, min(next_due, end) - time.monotonic())):
+            f = key.data
             try:
-                while len(got) < want:
-                    chunk = s.recv(want - len(got))
-                    if not chunk:
-                        raise ConnectionResetError
-                    got += chunk
-            except TimeoutError:
-                errors["tcp_timeout"] += 1
-                dead.add(fid)
-            except OSError:
-                errors["tcp_reset"] += 1
-                dead.add(fid)
-        for fid, s in udp.items():
-            if fid in dead:
+                data = f.sock.recv(4096)
+            except BlockingIOError:
                 continue
-            try:
-                s.recv(2048)
-            except TimeoutError:
-                errors["udp_lost"] += 1
             except OSError:
-                errors["udp_error"] += 1
-        time.sleep(max(0.0, args.tick - (time.monotonic() - t0)))
-    for s in list(tcp.values()) + list(udp.values()):
-        s.close()
+                kill(f, "tcp_reset" if f.tcp else "udp_error")
+                continue
+            f.last_reply = time.monotonic()
+            if f.tcp:
+                if not data:
+                    kill(f, "tcp_reset")
+                    continue
+                f.owed -= len(data)
+                replies += data.count(b"\n")
+            else:
+                with contextlib.suppress(ValueError, IndexError):
+                    f.pending.pop(int(data.split()[1]), None)
+                replies += 1
+    # Drain: echoes of the last tick are still in flight.
+    drain_end = time.monotonic() + args.drain_s
+    while time.monotonic() < drain_end and any(
+            (f.owed if f.tcp else f.pending) for f in order if f.fid not in dead):
+        for key, _ in sel.select(0.1):
+            f = key.data
+            with contextlib.suppress(OSError):
+                data = f.sock.recv(4096)
+                if f.tcp:
+                    f.owed -= len(data)
+                    if not data:
+                        kill(f, "tcp_reset")
+                else:
+                    with contextlib.suppress(ValueError, IndexError):
+                        f.pending.pop(int(data.split()[1]), None)
+    for f in order:
+        if f.fid in dead:
+            continue
+        if f.tcp and f.owed:
+            kill(f, "tcp_timeout")
+        elif not f.tcp:
+            errors["udp_lost"] += len(f.pending)
+    for f in order:
+        f.sock.close()
     with open(args.out, "w") as fh:
-        json.dump({"tcp": len(tcp), "udp": len(udp), "ticks": seq, "errors": errors,
+        json.dump({"tcp": sum(f.tcp for f in flows), "udp": sum(not f.tcp for f in flows),
+                   "ticks": ticks, "messages_sent": ticks * len(flows), "replies": replies,
+                   "max_send_lag_s": round(max_lag, 4), "errors": errors,
                    "dead": sorted(dead), "local": local}, fh)
 
 
@@ -195,6 +292,10 @@ def main() -> None:
     c.add_argument("--duration", type=float, default=10)
     c.add_argument("--tick", type=float, default=1.0)
     c.add_argument("--tag", default="")
+    c.add_argument("--connect-timeout", type=float, default=30.0)
+    c.add_argument("--stall-s", type=float, default=5.0,
+                   help="a TCP flow that echoes nothing for this long while owed is stalled")
+    c.add_argument("--drain-s", type=float, default=3.0)
     c.add_argument("--out", required=True)
     args = ap.parse_args()
     (sink if args.cmd == "sink" else client)(args)

@@ -10,6 +10,7 @@ The scale (flows, rates) is chosen for 2 shared cores and recorded in each row's
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -50,9 +51,9 @@ class Scale:
     # emulator's CPU, not the relay. Its concurrency is what the flow limit caps.
     flood_pps: float = 400.0  # raw SYNs/s from the attacker
     attack_rate: float = 20.0  # completed-handshake attempts/s from the attacker (open loop)
-    long_tcp: int = 200
-    long_udp: int = 200
-    rotations: int = 4
+    long_tcp: int = 500
+    long_udp: int = 500
+    rotations: int = 10
     rotation_gap_s: float = 3.0
     crash_tcp: int = 50
     crash_udp: int = 50
@@ -276,13 +277,41 @@ def _remapped(peers: dict[str, list[str]], flows: dict[str, str]) -> list[str]:
     return sorted(f for f in flows if len(peers.get(f, [])) > 1)
 
 
+_CT_FIELDS = re.compile(r"(src|dst|sport|dport)=(\S+)")
+
+
+def _ct_mappings(ctx: Ctx, local: dict[str, str]) -> dict[str, str]:
+    """The relay's NAT binding of each of our flows, read from the kernel's conntrack table:
+    {flow id: "alias:port"}. `local` maps flow id -> "proto/src:sport" (the client's side)."""
+    wanted = {v: k for k, v in local.items()}
+    found: dict[str, str] = {}
+    for proto in ("tcp", "udp"):
+        out = ctx.edge(f"conntrack -L -p {proto} --dport {SINK_PORT} 2>/dev/null")
+        for line in out.splitlines():
+            f = _CT_FIELDS.findall(line)
+            if len(f) < 8:
+                continue
+            orig, reply = dict(f[:4]), dict(f[4:8])
+            fid = wanted.get(f"{proto}/{orig['src']}:{orig['sport']}")
+            if fid is not None:
+                found[fid] = f"{reply['dst']}:{reply['dport']}"
+    return found
+
+
 def rotation(ctx: Ctx) -> dict[str, Any]:
-    """Long-lived TCP and UDP flows across forced rotations: none reset, none remapped."""
+    """Long-lived TCP and UDP flows across forced rotations: none reset, none remapped, as
+    seen by the front-door side (every message's peer) and by the kernel (conntrack's NAT
+    binding before the first and after the last rotation)."""
     sc, relay = ctx.scale, ctx.env.relay
     relay.start_daemon("cfr-epoch")
+    ctx.forget_crowd_dns()
     sink, sink_out = _sink(ctx, "rotation")
     duration = 4 + sc.rotations * sc.rotation_gap_s + 4
-    client, client_out = _flows(ctx, "rot", sc.long_tcp, sc.long_udp, duration)
+    # Each source holds at most half its flow limit, so the limit never refuses a flow.
+    n_sources = max(sc.sources, -(-(sc.long_tcp + sc.long_udp) // max(1, sc.flow_limit // 2)))
+    client, client_out = _flows(ctx, "rot", sc.long_tcp, sc.long_udp, duration, n_sources)
+    local = _read_json(Path(str(client_out) + ".started"))
+    ct_before = _ct_mappings(ctx, local)
     epochs = [relay.status()["applied_epoch"]]
     rot_ok = 0
     for _ in range(sc.rotations):
@@ -290,23 +319,36 @@ def rotation(ctx: Ctx) -> dict[str, Any]:
         rot_ok += relay.cfr("rotate", str(relay.config_path("cfr-epoch")),
                             check=False).returncode == 0
         epochs.append(relay.status()["applied_epoch"])
+    ct_after = _ct_mappings(ctx, local)
     _wait_proc(client, duration + 60)
     sink.stop()
     res, peers = _read_json(client_out), _read_json(sink_out).get("peers", {})
     errs = res.get("errors", {})
     remapped = _remapped(peers, res.get("local", {}))
+    ct_remapped = sorted(f for f in ct_before if f in ct_after and ct_after[f] != ct_before[f])
+    ct_missing = sorted(set(local) - set(ct_after))
     resets = errs.get("tcp_reset", 0) + errs.get("tcp_timeout", 0) + errs.get(
         "tcp_connect_failed", 0)
-    lost = len(res.get("dead", [])) + len(remapped)
-    passed = bool(res) and resets == 0 and not remapped and errs.get("udp_lost", 0) == 0 \
-        and rot_ok == sc.rotations and len(set(epochs)) > 1
+    lost = len(res.get("dead", [])) + len(set(remapped) | set(ct_remapped))
+    expected = sc.long_tcp + sc.long_udp
+    passed = (bool(res) and resets == 0 and not remapped and not ct_remapped
+              and not ct_missing and len(ct_before) == expected
+              and errs.get("udp_lost", 0) == 0 and res.get("tcp", 0) + res.get("udp", 0)
+              == expected and rot_ok == sc.rotations and len(set(epochs)) == sc.rotations + 1)
     return _row("epoch rotation under load", load_held=bool(res) and lost == 0,
                 faults_injected=sc.rotations, faults_survived=rot_ok if lost == 0 else 0,
                 flows_lost=lost, passed=passed,
                 figures={"tcp_flows": res.get("tcp"), "udp_flows": res.get("udp"),
-                         "ticks": res.get("ticks"), "errors": errs,
-                         "remapped_flows": len(remapped), "epochs_seen": epochs,
-                         "rotations_ok": rot_ok})
+                         "sources": n_sources, "ticks": res.get("ticks"),
+                         "messages_sent": res.get("messages_sent"),
+                         "replies": res.get("replies"),
+                         "max_send_lag_s": res.get("max_send_lag_s"), "errors": errs,
+                         "remapped_flows": len(remapped),
+                         "conntrack_flows_before": len(ct_before),
+                         "conntrack_flows_after": len(ct_after),
+                         "conntrack_remapped": len(ct_remapped),
+                         "conntrack_missing": len(ct_missing),
+                         "epochs_seen": epochs, "rotations_ok": rot_ok})
 
 
 # -- 3. control-plane crash ------------------------------------------------------------------

@@ -65,13 +65,26 @@ def test_profiles_override_repetitions_and_add_sweep() -> None:
     tiny = base.with_profile("tiny")
     assert quick.measurement("connection").repetitions == 30
     assert quick.measurement("page_load").repetitions == 10  # per-measurement override
-    assert full.measurement("connection").repetitions == 200
+    assert full.measurement("connection").repetitions == 100
+    assert full.measurement("page_load").repetitions == 40
+    assert full.measurement("icmp_rtt").repetitions == 200
     assert quick.sweep_points() == [{}]
     assert full.sweep_points() == [{"delay_ms": d} for d in (0.0, 5.0, 20.0, 50.0)]
     assert full.sweep is not None and full.sweep.link == "detour"
-    assert tiny.paths == ("direct", "cfr-flow", "proxy")
+    assert tiny.paths == base.paths  # the integration test's profile covers every path
+    assert tiny.sweep_points() == [{"delay_ms": 0.0}, {"delay_ms": 20.0}]
     assert tiny.measurement("connection").repetitions == 5
+
+
+def test_profile_paths_cut_paths_and_compare_pairs() -> None:
+    import tomllib
+
+    raw = tomllib.loads((DEFINITIONS_DIR / "latency.toml").read_text())
+    raw["profiles"]["tiny"]["paths"] = ["direct", "cfr-flow", "proxy"]
+    tiny = parse_definition(raw, source="latency.toml").with_profile("tiny")
+    assert tiny.paths == ("direct", "cfr-flow", "proxy")
     # compare pairs are cut down to the profile's paths
+    assert tiny.analysis.compare
     assert all(a in tiny.paths and b in tiny.paths for a, b in tiny.analysis.compare)
 
 
