@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmarks.environment import CLIENT, BenchEnv
 from benchmarks.tools import https_request
-from testbed.leaks import LeakScanner
+from testbed.leaks import FlowKey, LeakScanner, flow_key
 
 ALIASING_POLICIES = ("cfr-flow", "cfr-epoch")
 ECHO_PORT = 9797  # the front door's delayed UDP responder
@@ -50,11 +50,41 @@ def scanner_for(env: BenchEnv) -> LeakScanner:
     return LeakScanner([s.v4 for s in subs], [s.v6_prefix for s in subs])
 
 
+def _split_endpoint(text: str) -> tuple[str, int] | None:
+    """'198.19.0.10:443' / '[2001:db8::1]:443' / '*:*' -> (address, port) or None."""
+    addr, _, port = text.rpartition(":")
+    addr = addr.strip("[]").split("%", 1)[0]
+    if not addr or not port.isdigit() or addr in ("*", "0.0.0.0", "::"):
+        return None
+    return addr, int(port)
+
+
+def preexisting_subscriber_flows(node: object, scanner: LeakScanner) -> set[FlowKey]:
+    """The front door's TCP/UDP sockets, in any state, whose peer is a subscriber address.
+
+    Taken right before a capture under an aliasing policy: those flows began earlier (under
+    `route`, or on the direct path of a benchmark) and may still send a retransmitted FIN
+    to the subscriber; the scan sets exactly these 4-tuples aside and counts them."""
+    flows: set[FlowKey] = set()
+    for proto in ("tcp", "udp"):
+        out = node.run(["ss", "-H", "-n", "-a", f"--{proto}"], check=False).stdout  # type: ignore[attr-defined]
+        for line in out.splitlines():
+            cols = line.split()
+            if len(cols) < 5:
+                continue
+            local, peer = _split_endpoint(cols[3]), _split_endpoint(cols[4])
+            if local and peer and scanner.is_subscriber(peer[0]):
+                flows.add(flow_key(proto, *local, *peer))
+    return flows
+
+
 CONTROL_POLICY = "route"  # the front door sees subscribers: the scanner must find them
 
 
-def run_leak_check(env: BenchEnv, policies: list[str], out_dir: Path) -> dict:
+def run_leak_check(env: BenchEnv, policies: list[str], out_dir: Path, tag: str = "") -> dict:
     """Capture and scan per aliasing policy; returns the results.json `leak_check` block.
+
+    `tag` keeps the captures of several networks in one run apart (`leakcheck-<tag>-...`).
 
     The same traffic is first sent under `route`, where subscriber addresses must show up:
     a scanner that finds nothing there proves nothing, and the check reports itself invalid.
@@ -68,9 +98,12 @@ def run_leak_check(env: BenchEnv, policies: list[str], out_dir: Path) -> dict:
         for policy in [CONTROL_POLICY, *policies]:
             env.relay.switch(policy)
             time.sleep(0.3)
-            pcap = out_dir / f"leakcheck-{policy}.pcap"
+            earlier = (set() if policy == CONTROL_POLICY
+                       else preexisting_subscriber_flows(fd, scanner))
+            stem = f"leakcheck-{tag}-{policy}" if tag else f"leakcheck-{policy}"
+            pcap = out_dir / f"{stem}.pcap"
             cap = fd.spawn(["tcpdump", "-n", "-i", "fd-cdn", "-s", "256", "-U", "-w", str(pcap)],
-                           label="tcpdump", log=out_dir / f"leakcheck-{policy}.tcpdump.log")
+                           label="tcpdump", log=out_dir / f"{stem}.tcpdump.log")
             time.sleep(0.5)
             path = {"route": "direct", "cfr-flow": "cfr-flow", "cfr-epoch": "cfr-epoch"}[policy]
             for family in (4, 6):
@@ -83,11 +116,12 @@ def run_leak_check(env: BenchEnv, policies: list[str], out_dir: Path) -> dict:
                 node.run(_udp_and_close(src, dst, ECHO_PORT), check=False)
             time.sleep(2.0)  # the delayed replies (and neighbour discovery) and ICMP errors
             cap.stop(sig=signal.SIGINT)
-            report = scanner.scan_pcap(pcap)
+            report = scanner.scan_pcap(pcap, exclude=earlier)
             if policy == CONTROL_POLICY:
                 result["control"] = {"policy": policy, **report.as_dict()}
                 continue
-            result["policies"][policy] = report.as_dict()
+            result["policies"][policy] = {**report.as_dict(),
+                                          "preexisting_flows": len(earlier)}
             result["hits"] += len(report.hits)
     finally:
         responder.stop()

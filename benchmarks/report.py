@@ -177,6 +177,10 @@ def _extra_sections(run_dir: Path, results: Mapping[str, Any]) -> tuple[str, str
                 f"{', '.join(leak.get('policies', []))}: {leak.get('hits', 0)} carried a "
                 f"subscriber address or prefix (positive control under route: "
                 f"{leak.get('control_hits', 0)} hits). Verdict: **{verdict}**.")
+        if leak.get("excluded_preexisting"):
+            line += (f" {leak['excluded_preexisting']} packets of flows the front door already"
+                     " had with a subscriber before the switch to the aliasing policy (e.g. a"
+                     " retransmitted FIN of a direct-path connection) were set aside.")
         md += ["", "## Leak check", "", line, ""]
         page.append(f"<h2>Leak check</h2><p>{_html.escape(line.replace('**', ''))}</p>")
     res = results.get("resilience") or {}

@@ -126,7 +126,7 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
                     if aliasing:
                         progress.update(task, description=f"{label}: leak check")
                         outcome.leak_checks.append(
-                            run_leak_check(env, aliasing, run_dir / "raw"))
+                            run_leak_check(env, aliasing, run_dir / "raw", tag=f"net{index}"))
                 finally:
                     outcome.switch_seconds.extend(env.switch_seconds)
                     env.stop()

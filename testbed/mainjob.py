@@ -177,6 +177,8 @@ def _leak_summary(checks: list[dict]) -> dict:
         "hits": sum(c["hits"] for c in checks),
         "packets": sum(r["packets"] for c in checks for r in c["policies"].values()),
         "control_hits": sum(c["control"]["hits"] for c in checks),
+        "excluded_preexisting": sum(r.get("excluded_preexisting", 0) for c in checks
+                                    for r in c["policies"].values()),
         "policies": policies,
         "checks": checks,
     }

@@ -255,9 +255,11 @@ def client(args: argparse.Namespace) -> None:
                 data = f.sock.recv(4096)
                 if f.tcp:
                     f.owed -= len(data)
+                    replies += data.count(b"\n")
                     if not data:
                         kill(f, "tcp_reset")
                 else:
+                    replies += 1
                     with contextlib.suppress(ValueError, IndexError):
                         f.pending.pop(int(data.split()[1]), None)
     for f in order:
