@@ -346,10 +346,15 @@ def _guard(b: Builder) -> None:
     guard6 = v6 in ALIASED_MODES and bool(cfg.subscriber_v6)
     if not (guard4 or guard6):
         return
-    # Every forwarded packet crosses this chain, so it is laid out for the common case (an
-    # established TCP/UDP flow, already translated): one interface lookup, one jump by
-    # family, one source lookup, one protocol compare, and out. Only ICMP errors get to
-    # the quoted-header checks.
+    # Every forwarded packet crosses this chain, so it is laid out for the common case.
+    # A TCP/UDP packet whose conntrack entry carries a source-NAT binding has just been
+    # rewritten by the NAT hook (priority 100, before this one): its source is an alias,
+    # and TCP/UDP quote no headers. Two compares let it go; without them every packet
+    # paid two set lookups, measurable at 10 Gbit/s. ICMP (the quoted-header case) and
+    # anything untranslated still get the full checks below.
+    for proto in ("tcp", "udp"):
+        b.rule(g, match(ct("status"), "snat", "in"), match(meta("l4proto"), proto),
+               verdict("accept"))
     b.rule(g, match(meta("oifname"), "@egress_ifs", "!="), verdict("return"))
     vmap = []
     if guard4:
