@@ -65,9 +65,10 @@ def _order(variants: list[str], rounds: int, seed: int = 7) -> list[str]:
 
 
 class Bench:
-    def __init__(self, net: LabNet, quick: bool) -> None:
+    def __init__(self, net: LabNet, quick: bool, rounds: int | None = None) -> None:
         self.net = net
         self.quick = quick
+        self.rounds = rounds
         self.state = net.tmp / "state"
 
     def apply(self, policy: str, **over: Any) -> Path:
@@ -158,7 +159,7 @@ class Bench:
         the median of the per-pair ratios and its bootstrap CI, not two independent
         medians."""
         secs = "2" if self.quick else "3"
-        rounds = 3 if self.quick else 8
+        rounds = self.rounds or (3 if self.quick else 8)
         pin = ["-A", "0,1"] if (os.cpu_count() or 1) >= 2 else []
         res: dict[str, Any] = {"unit": "Gbit/s", "seconds": float(secs), "rounds": rounds,
                                "pinned": bool(pin)}
@@ -398,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", choices=["latency", "latency_paired", "throughput",
                                                  "connrate", "rotation", "memory"])
     ap.add_argument("--out", type=Path, help="write JSON results here")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="throughput: ABBA rounds (2 pairs each; default 8, --quick 3)")
     a = ap.parse_args(argv)
     results: dict[str, Any] = {"schema": 1, "quick": a.quick, "started": time.time()}
     with LabNet() as net:
@@ -407,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         srv.stdout.readline()
         net.popen("fd", "iperf3", "-s", "-B", net.plan.fd_v4, stdout=subprocess.DEVNULL)
         time.sleep(0.5)
-        b = Bench(net, a.quick)
+        b = Bench(net, a.quick, a.rounds)
         for name in a.only or ["latency", "latency_paired", "throughput", "connrate",
                                "rotation", "memory"]:
             t0 = time.time()

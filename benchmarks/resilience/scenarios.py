@@ -311,7 +311,12 @@ def rotation(ctx: Ctx) -> dict[str, Any]:
     n_sources = max(sc.sources, -(-(sc.long_tcp + sc.long_udp) // max(1, sc.flow_limit // 2)))
     client, client_out = _flows(ctx, "rot", sc.long_tcp, sc.long_udp, duration, n_sources)
     local = _read_json(Path(str(client_out) + ".started"))
+    # UDP flows exist in conntrack from their first message on (within the first tick).
+    deadline = time.monotonic() + 10
     ct_before = _ct_mappings(ctx, local)
+    while len(ct_before) < len(local) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        ct_before = _ct_mappings(ctx, local)
     epochs = [relay.status()["applied_epoch"]]
     rot_ok = 0
     for _ in range(sc.rotations):
