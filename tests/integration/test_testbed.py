@@ -70,12 +70,20 @@ def test_end_to_end_rtt_is_the_sum_of_link_delays(default_network):
 @pytest.mark.parametrize(("link_class", "rate", "delay"), [("aggregation", 50.0, 0.0),
                                                           ("wan", 30.0, 10.0)])
 def test_bandwidth_shaping_holds_within_ten_percent(make_network, link_class, rate, delay):
-    """TBF (kernel) on an undelayed link, the delay line's own rate on a delayed one."""
+    """TBF (kernel) on an undelayed link, the delay line's own rate on a delayed one.
+
+    The ceiling must hold on every run. The floor is checked on the best of up to three:
+    one TCP flow over a 24 ms RTT sometimes backs off after a burst of drops at the shaper
+    (a run at 75% of the rate was seen once in CI), which is TCP's sawtooth, not a shaper
+    that gives less than its rate."""
     scenario = with_link_override(replace(Scenario(), population=0, subscribers=1),
                                   link_class, rate_mbit=rate, delay_ms=delay)
     net = make_network(scenario)
-    measured = iperf_mbit(net, "fd", "s1")
-    assert 0.9 * rate <= measured <= 1.1 * rate, f"{measured:.1f} Mbit/s for {rate}"
+    runs: list[float] = []
+    while len(runs) < 3 and (not runs or max(runs) < 0.9 * rate):
+        runs.append(iperf_mbit(net, "fd", "s1"))
+    assert max(runs) <= 1.1 * rate, f"{runs} Mbit/s for {rate}: the shaper let more through"
+    assert max(runs) >= 0.9 * rate, f"{runs} Mbit/s for {rate}"
 
 
 def test_teardown_leaves_no_namespace_interface_or_process(make_network):
