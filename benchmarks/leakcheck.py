@@ -17,6 +17,7 @@ from pathlib import Path
 from benchmarks.environment import CLIENT, BenchEnv
 from benchmarks.tools import https_request
 from testbed.leaks import FlowKey, LeakScanner, flow_key
+from testbed.node import NetnsNode
 
 ALIASING_POLICIES = ("cfr-flow", "cfr-epoch")
 ECHO_PORT = 9797  # the front door's delayed UDP responder
@@ -59,7 +60,7 @@ def _split_endpoint(text: str) -> tuple[str, int] | None:
     return addr, int(port)
 
 
-def preexisting_subscriber_flows(node: object, scanner: LeakScanner) -> set[FlowKey]:
+def preexisting_subscriber_flows(node: NetnsNode, scanner: LeakScanner) -> set[FlowKey]:
     """The front door's TCP/UDP sockets, in any state, whose peer is a subscriber address.
 
     Taken right before a capture under an aliasing policy: those flows began earlier (under
@@ -67,7 +68,7 @@ def preexisting_subscriber_flows(node: object, scanner: LeakScanner) -> set[Flow
     to the subscriber; the scan sets exactly these 4-tuples aside and counts them."""
     flows: set[FlowKey] = set()
     for proto in ("tcp", "udp"):
-        out = node.run(["ss", "-H", "-n", "-a", f"--{proto}"], check=False).stdout  # type: ignore[attr-defined]
+        out = node.run(["ss", "-H", "-n", "-a", f"--{proto}"], check=False).stdout
         for line in out.splitlines():
             cols = line.split()
             if len(cols) < 5:

@@ -106,14 +106,14 @@ def sink(args: argparse.Namespace) -> None:
 class _Flow:
     """One long-lived flow's socket and bookkeeping (TCP: bytes owed; UDP: seqs owed)."""
 
-    __slots__ = ("fid", "sock", "tcp", "phase", "owed", "buf", "last_reply", "pending")
+    __slots__ = ("fid", "sock", "tcp", "phase", "owed", "last_reply", "pending")
 
-    def __init__(self, fid: str, sock: socket.socket, tcp: bool, phase: float) -> None:
-        self.fid, self.sock, self.tcp, self.phase = fid, sock, tcp, phase
+    def __init__(self, fid: str, sock: socket.socket, tcp: bool) -> None:
+        self.fid, self.sock, self.tcp = fid, sock, tcp
+        self.phase = 0.0  # offset of its send within the tick
         self.owed = 0  # TCP: echo bytes not yet received back
-        self.buf = b""
         self.last_reply = time.monotonic()
-        self.pending: dict[int, float] = {}  # UDP: seq -> send time
+        self.pending: set[int] = set()  # UDP: sequence numbers not yet echoed
 
 
 def _connect_all(args: argparse.Namespace, sources: list[str], errors: dict[str, int]
@@ -142,7 +142,7 @@ def _connect_all(args: argparse.Namespace, sources: list[str], errors: dict[str,
                 s.close()
                 continue
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            flows.append(_Flow(fid, s, True, 0.0))
+            flows.append(_Flow(fid, s, True))
     for s in connecting:
         errors["tcp_connect_failed"] += 1
         s.close()
@@ -152,7 +152,7 @@ def _connect_all(args: argparse.Namespace, sources: list[str], errors: dict[str,
         s.bind((sources[i % len(sources)], 0))
         s.connect((args.dst, args.port))
         s.setblocking(False)
-        flows.append(_Flow(f"{args.tag}u{i}", s, False, 0.0))
+        flows.append(_Flow(f"{args.tag}u{i}", s, False))
     # Spread the flows' sends evenly over the tick: a burst of `total` messages at once
     # would overflow the sink's receive queue and measure the burst, not the relay.
     for n, f in enumerate(sorted(flows, key=lambda f: f.fid)):
@@ -176,11 +176,10 @@ def client(args: argparse.Namespace) -> None:
     with open(args.out + ".started", "w") as fh:
         json.dump(local, fh)
     sel = selectors.DefaultSelector()
-    by_sock: dict[socket.socket, _Flow] = {}
     for f in flows:
         sel.register(f.sock, selectors.EVENT_READ, f)
-        by_sock[f.sock] = f
     dead: set[str] = set()
+    counts = {"sent": 0, "replies": 0}
 
     def kill(f: _Flow, reason: str) -> None:
         if f.fid not in dead:
@@ -188,12 +187,34 @@ def client(args: argparse.Namespace) -> None:
             dead.add(f.fid)
             sel.unregister(f.sock)
 
+    def receive(timeout: float) -> None:
+        """Take the echoes that arrive within `timeout` and settle what each flow is owed."""
+        for key, _ in sel.select(max(0.0, timeout)):
+            f = key.data
+            try:
+                data = f.sock.recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                kill(f, "tcp_reset" if f.tcp else "udp_error")
+                continue
+            f.last_reply = time.monotonic()
+            if f.tcp:
+                if not data:
+                    kill(f, "tcp_reset")
+                    continue
+                f.owed -= len(data)
+                counts["replies"] += data.count(b"\n")
+            else:
+                with contextlib.suppress(ValueError, IndexError):
+                    f.pending.discard(int(data.split()[1]))
+                counts["replies"] += 1
+
     order = sorted(flows, key=lambda f: f.phase)
     start = time.monotonic()
     end = start + args.duration
     ticks = 0
     max_lag = 0.0
-    replies = 0
     idx = 0  # next flow to send to within the current tick
     while True:
         now = time.monotonic()
@@ -211,10 +232,11 @@ def client(args: argparse.Namespace) -> None:
             except OSError:
                 kill(f, "tcp_reset" if f.tcp else "udp_error")
                 continue
+            counts["sent"] += 1
             if f.tcp:
                 f.owed += len(msg)
             else:
-                f.pending[ticks + 1] = now
+                f.pending.add(ticks + 1)
         if idx >= len(order):
             ticks += 1
             idx = 0
@@ -225,43 +247,12 @@ def client(args: argparse.Namespace) -> None:
                 if f.tcp and f.owed and now - f.last_reply > args.stall_s:
                     kill(f, "tcp_timeout")
         next_due = (start + ticks * args.tick + order[idx].phase) if order else end
-        for key, _ in sel.select(max(0.0, min(next_due, end) - time.monotonic())):
-            f = key.data
-            try:
-                data = f.sock.recv(4096)
-            except BlockingIOError:
-                continue
-            except OSError:
-                kill(f, "tcp_reset" if f.tcp else "udp_error")
-                continue
-            f.last_reply = time.monotonic()
-            if f.tcp:
-                if not data:
-                    kill(f, "tcp_reset")
-                    continue
-                f.owed -= len(data)
-                replies += data.count(b"\n")
-            else:
-                with contextlib.suppress(ValueError, IndexError):
-                    f.pending.pop(int(data.split()[1]), None)
-                replies += 1
+        receive(min(next_due, end) - time.monotonic())
     # Drain: echoes of the last tick are still in flight.
     drain_end = time.monotonic() + args.drain_s
     while time.monotonic() < drain_end and any(
             (f.owed if f.tcp else f.pending) for f in order if f.fid not in dead):
-        for key, _ in sel.select(0.1):
-            f = key.data
-            with contextlib.suppress(OSError):
-                data = f.sock.recv(4096)
-                if f.tcp:
-                    f.owed -= len(data)
-                    replies += data.count(b"\n")
-                    if not data:
-                        kill(f, "tcp_reset")
-                else:
-                    replies += 1
-                    with contextlib.suppress(ValueError, IndexError):
-                        f.pending.pop(int(data.split()[1]), None)
+        receive(0.1)
     for f in order:
         if f.fid in dead:
             continue
@@ -273,7 +264,8 @@ def client(args: argparse.Namespace) -> None:
         f.sock.close()
     with open(args.out, "w") as fh:
         json.dump({"tcp": sum(f.tcp for f in flows), "udp": sum(not f.tcp for f in flows),
-                   "ticks": ticks, "messages_sent": ticks * len(flows), "replies": replies,
+                   "ticks": ticks, "messages_sent": counts["sent"],
+                   "replies": counts["replies"],
                    "max_send_lag_s": round(max_lag, 4), "errors": errors,
                    "dead": sorted(dead), "local": local}, fh)
 

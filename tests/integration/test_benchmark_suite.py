@@ -80,7 +80,7 @@ def test_report_and_plots_are_written(tiny_run: tuple[Path, str]) -> None:
     assert str(run_dir / "results.json") in stdout.replace("\n", "")
 
 
-def test_report_rerenders_from_raw_records(tiny_run: tuple[Path, str], tmp_path: Path) -> None:
+def test_report_rerenders_from_raw_records(tiny_run: tuple[Path, str]) -> None:
     run_dir, _ = tiny_run
     before = json.loads((run_dir / "results.json").read_text())
     (run_dir / "report.md").unlink()
