@@ -395,7 +395,8 @@ def throughput_cost_model(r: dict[str, Any]) -> dict[str, Any] | None:
     lp, tp = r.get("latency_paired"), r.get("throughput")
     if not lp or not tp:
         return None
-    worst_us = max(lp[f]["ci95"][1] for f in ("v4", "v6")) / 2
+    # a negative bound (a pair where the route flow was the slower one) means "no cost seen"
+    worst_us = max(0.0, max(lp[f]["ci95"][1] for f in ("v4", "v6")) / 2)
     out: dict[str, Any] = {"extra_us_per_packet_upper": worst_us}
     for k in ("1_streams", "4_streams"):
         if k in tp:

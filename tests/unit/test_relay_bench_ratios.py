@@ -88,3 +88,10 @@ def test_cost_model_flags_a_cost_that_would_miss_the_target() -> None:
 def test_cost_model_needs_both_measurements() -> None:
     assert throughput_cost_model({"throughput": {}}) is None
     assert throughput_cost_model({"latency_paired": {}}) is None
+
+
+def test_cost_model_never_predicts_a_gain() -> None:
+    m = throughput_cost_model(_model_input(-3.0, -66.0, 50_000))
+    assert m is not None
+    assert m["extra_us_per_packet_upper"] == 0.0
+    assert m["4_streams"]["predicted_ratio_lower"] == 1.0
