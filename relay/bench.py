@@ -54,6 +54,14 @@ def _boot_diff(a: list[float], b: list[float], n: int = 2000) -> tuple[float, fl
     return _q(ds, 0.025), _q(ds, 0.975)
 
 
+def _median_ci(xs: list[float], resamples: int, seed: int) -> tuple[float, float]:
+    """95% bootstrap CI of the median of `xs` (percentile method, symmetric ranks)."""
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(resamples))
+    k = round(0.025 * resamples)
+    return meds[k - 1], meds[resamples - k]
+
+
 def _order(variants: list[str], rounds: int, seed: int = 7) -> list[str]:
     """Randomised, interleaved: each round a shuffled order, followed by its reverse."""
     rng = random.Random(seed)
@@ -84,9 +92,7 @@ def round_ratios(runs: list[tuple[int, str, float]], ref: str, variant: str,
               for _, r in sorted(by_round.items()) if r.get(variant) and r.get(ref)]
     if not ratios:
         raise ValueError(f"no round holds both {ref!r} and {variant!r}")
-    rng = random.Random(seed)
-    meds = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
-    lo, hi = meds[49], meds[1949]
+    lo, hi = _median_ci(ratios, 2000, seed)
     verdict = "met" if lo >= TPUT_TARGET else "not met" if hi < TPUT_TARGET else "inconclusive"
     return {"median": statistics.median(ratios), "ci95": [lo, hi],
             "geomean": statistics.geometric_mean(ratios), "round_ratios": ratios,
@@ -165,9 +171,7 @@ class Bench:
             b = [x / 1000 for x in out["b_ns"][100:]]
             d = [y - x for x, y in zip(a, b, strict=True)]
             fam = "v6" if ":" in dst else "v4"
-            rng = random.Random(2)
-            meds = sorted(statistics.median(rng.choices(d, k=len(d))) for _ in range(300))
-            lo, hi = meds[7], meds[292]
+            lo, hi = _median_ci(d, 300, seed=2)
             res[fam] = {"route_median": statistics.median(a), "route_p99": _q(a, 0.99),
                         "cfr_flow_median": statistics.median(b), "cfr_flow_p99": _q(b, 0.99),
                         "paired_diff_median": statistics.median(d), "ci95": [lo, hi],
