@@ -322,3 +322,45 @@ def mann_whitney(a: Sequence[float] | Array, b: Sequence[float] | Array) -> dict
         return {"u": float(xa.size * xb.size / 2), "p_value": 1.0}
     res = sps.mannwhitneyu(xb, xa, alternative="two-sided")
     return {"u": float(res.statistic), "p_value": float(res.pvalue)}
+
+
+def signed_rank_null_cdf(n: int) -> Array:
+    """P(T+ <= t) for t = 0 .. n(n+1)/2 under the null of Wilcoxon's signed-rank test.
+
+    Exact, by convolving rank by rank (each rank joins the positive sum with probability
+    1/2): O(n^3) work, a few milliseconds for the few hundred rounds a benchmark runs."""
+    pmf = np.ones(1)
+    for k in range(1, n + 1):
+        grown = np.zeros(pmf.size + k)
+        grown[:pmf.size] += pmf
+        grown[k:] += pmf
+        pmf = grown / 2.0
+    return np.cumsum(pmf)
+
+
+def hodges_lehmann(x: Sequence[float] | Array, level: float = DEFAULT_LEVEL) -> tuple[float, CI]:
+    """Hodges-Lehmann location of x (median of the Walsh averages) with its exact,
+    distribution-free CI from the signed-rank distribution.
+
+    Why: for paired per-round differences (log ratios of A and B measured in the same
+    round) the differences are symmetric around the true shift whenever A and B are
+    exchangeable apart from that shift, which is all this interval assumes. It is as
+    robust to a few wild rounds as the median, yet needs about 35% fewer rounds than a
+    bootstrap CI of the median for the same width (asymptotic efficiency 0.95 vs 0.64
+    against the mean on normal data). Bounds are None when n is too small for `level`
+    (fewer than 6 values at 95%)."""
+    a = as_array(x)
+    n = a.size
+    if n == 0:
+        raise ValueError("Hodges-Lehmann estimate of an empty sample")
+    i, j = np.triu_indices(n)
+    walsh = np.sort((a[i] + a[j]) / 2.0)
+    estimate = float(np.median(walsh))
+    method = "Hodges-Lehmann, exact signed-rank"
+    # k = 1 + the largest t with P(T+ <= t) <= alpha/2; the CI is the k-th smallest and
+    # k-th largest Walsh average (Hollander & Wolfe, Nonparametric Statistical Methods).
+    k = int(np.count_nonzero(signed_rank_null_cdf(n) <= (1.0 - level) / 2.0 + 1e-12))
+    if k == 0:
+        return estimate, CI(None, None, level, method=method, resamples=0)
+    return estimate, CI(float(walsh[k - 1]), float(walsh[walsh.size - k]), level,
+                        method=method, resamples=0)

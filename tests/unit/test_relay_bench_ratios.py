@@ -18,17 +18,33 @@ def _rounds(values: list[dict[str, list[float]]]) -> list[tuple[int, str, float]
 
 
 def test_ratio_is_per_round_mean_over_mean() -> None:
-    runs = _rounds([{"route": [10.0, 12.0], "cfr-flow": [11.0, 11.0]}] * 5)
+    runs = _rounds([{"route": [10.0, 12.0], "cfr-flow": [11.0, 11.0]}] * 6)
     r = round_ratios(runs, "route", "cfr-flow")
-    assert r["round_ratios"] == [1.0] * 5
-    assert r["median"] == 1.0 and r["ci95"] == [1.0, 1.0]
+    assert r["round_ratios"] == [1.0] * 6
+    assert r["estimate"] == 1.0 and r["ci95"] == [1.0, 1.0]
+    assert r["verdict"] == "met"
+
+
+def test_fewer_than_six_rounds_give_no_ci_and_no_verdict() -> None:
+    runs = _rounds([{"route": [10.0], "cfr-flow": [10.0]}] * 5)
+    r = round_ratios(runs, "route", "cfr-flow")
+    assert r["estimate"] == 1.0 and r["ci95"] == [None, None]
+    assert r["verdict"] == "inconclusive"
+
+
+def test_one_wild_round_does_not_decide() -> None:
+    # 11 rounds near 0.99 and one collapsed run (a host stall): still met, estimate ~0.99.
+    spread = [0.985, 0.99, 0.995, 0.99, 0.98, 1.0, 0.99, 0.985, 0.995, 0.99, 0.99, 0.5]
+    runs = _rounds([{"route": [10.0], "cfr-flow": [10 * x]} for x in spread])
+    r = round_ratios(runs, "route", "cfr-flow")
+    assert r["estimate"] == pytest.approx(0.99, abs=0.003)
     assert r["verdict"] == "met"
 
 
 def test_linear_drift_within_mirrored_round_cancels() -> None:
     # ABBA with the machine slowing by 1 Gbit/s per run: A at t=0,3, B at t=1,2.
     runs = _rounds([{"route": [20.0, 17.0], "cfr-flow": [19.0, 18.0]}] * 4)
-    assert round_ratios(runs, "route", "cfr-flow")["median"] == pytest.approx(1.0)
+    assert round_ratios(runs, "route", "cfr-flow")["estimate"] == pytest.approx(1.0)
 
 
 def test_verdict_needs_the_whole_ci() -> None:
@@ -36,7 +52,7 @@ def test_verdict_needs_the_whole_ci() -> None:
     spread = [0.85, 0.88, 0.96, 0.97, 0.98, 1.05]
     runs = _rounds([{"route": [10.0], "cfr-flow": [10 * x]} for x in spread])
     r = round_ratios(runs, "route", "cfr-flow")
-    assert r["median"] > TPUT_TARGET
+    assert r["estimate"] > TPUT_TARGET and r["median"] > TPUT_TARGET
     assert r["ci95"][0] < TPUT_TARGET
     assert r["verdict"] == "inconclusive"
 
