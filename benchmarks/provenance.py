@@ -136,6 +136,16 @@ def calibration(configured_ms: float, measured_ms: Sequence[float]) -> dict[str,
     }
 
 
+def tcp_default_congestion(path: str = "/proc/sys/net/ipv4/tcp_congestion_control") -> str | None:
+    """The host's default TCP congestion control. New namespaces inherit it, so it is what
+    every socket uses that does not choose its own: the proxies' and the TLS clients'
+    (iperf3 pins its own, see benchmarks/tools.py)."""
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError:
+        return None
+
+
 def collect_provenance(
     probe: Mapping[str, Any] | None = None,
     link_emulation: Mapping[str, Any] | None = None,
@@ -153,6 +163,7 @@ def collect_provenance(
         "os": os_release(),
         "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
+        "tcp_default_congestion_control": tcp_default_congestion(),
         "tool_versions": tool_versions(tools),
         "probe": dict(probe) if probe is not None else {},
         "link_emulation": dict(link_emulation) if link_emulation else empty_link_emulation(),

@@ -81,6 +81,11 @@ _FAMILY = OptionSpec(str, "address family", choices=("ipv4", "ipv6"))
 _ECH = OptionSpec(bool, "offer Encrypted Client Hello (true) or a plain ClientHello")
 _DURATION = OptionSpec(float, "seconds per sample", minimum=0.1)
 _STREAMS = OptionSpec(int, "parallel streams", minimum=1)
+#: iperf3 -C: pinned, because namespaces inherit the host's default, and BBR without the fq
+#: qdisc (absent from some kernels) paces from per-socket timers and settles at a different
+#: rate in every run. The proxies' own sockets keep the default (see provenance).
+_CONGESTION = OptionSpec(str, "TCP congestion control of iperf3's sockets (default cubic)",
+                         choices=("cubic", "reno", "bbr"))
 _PROXY_PATHS = ("proxy", "proxy-chain")
 
 TOOLS: dict[str, ToolSpec] = {
@@ -154,6 +159,7 @@ TOOLS: dict[str, ToolSpec] = {
                 "streams": _STREAMS,
                 "duration_s": _DURATION,
                 "reverse": OptionSpec(bool, "server sends (download)"),
+                "congestion_control": _CONGESTION,
             },
         ),
         ToolSpec(
@@ -186,6 +192,7 @@ TOOLS: dict[str, ToolSpec] = {
                 "streams": _STREAMS,
                 "duration_s": _DURATION,
                 "rate_mbit": OptionSpec(float, "offered rate (0: unlimited)", minimum=0),
+                "congestion_control": _CONGESTION,
             },
         ),
         ToolSpec(

@@ -158,9 +158,21 @@ def _iperf_once(env: BenchEnv, path: str, argv: list[str], duration: float) -> d
     return data
 
 
+#: TCP congestion control of iperf3's sockets unless a definition says otherwise (registry
+#: option `congestion_control`); recorded with every sample.
+DEFAULT_CONGESTION = "cubic"
+
+
+def _tcp_argv(options: Mapping[str, Any]) -> tuple[list[str], str]:
+    """-t/-P/-C for a TCP test, and the congestion control it pins."""
+    cc = str(options.get("congestion_control", DEFAULT_CONGESTION))
+    return ["-t", str(float(options.get("duration_s", 3.0))),
+            "-P", str(int(options.get("streams", 1))), "-C", cc], cc
+
+
 def iperf3_tcp(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
     duration = float(options.get("duration_s", 3.0))
-    argv = ["-t", str(duration), "-P", str(int(options.get("streams", 1)))]
+    argv, cc = _tcp_argv(options)
     if options.get("reverse"):
         argv.append("-R")
     try:
@@ -169,7 +181,7 @@ def iperf3_tcp(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
         return _failed(("throughput",), exc)
     end = data["end"]
     return ({"throughput": end["sum_received"]["bits_per_second"] / 1e6},
-            {"retransmits": end.get("sum_sent", {}).get("retransmits")})
+            {"retransmits": end.get("sum_sent", {}).get("retransmits"), "congestion_control": cc})
 
 
 def iperf3_udp(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
@@ -190,7 +202,7 @@ def relay_cpu(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
     """Whole-machine CPU seconds per Gbit moved through the path (same load on every path,
     so the difference between paths is what the forwarding element costs)."""
     duration = float(options.get("duration_s", 3.0))
-    argv = ["-t", str(duration), "-P", str(int(options.get("streams", 1)))]
+    argv, cc = _tcp_argv(options)
     rate = float(options.get("rate_mbit", 0.0))
     if rate > 0:
         argv += ["-b", f"{rate}M"]
@@ -202,7 +214,7 @@ def relay_cpu(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
     gbit = data["end"]["sum_received"]["bytes"] * 8 / 1e9
     if gbit <= 0:
         return _failed(("cpu_per_gbit",), RuntimeError("nothing transferred"))
-    return {"cpu_per_gbit": cpu / gbit}, {"cpu_s": cpu, "gbit": gbit}
+    return {"cpu_per_gbit": cpu / gbit}, {"cpu_s": cpu, "gbit": gbit, "congestion_control": cc}
 
 
 def conn_rate(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:

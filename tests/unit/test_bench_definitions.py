@@ -146,6 +146,16 @@ def test_bad_values() -> None:
     expect_error(data, "duplicate measurement name")
 
 
+def test_congestion_control_is_a_checked_tcp_option() -> None:
+    data = minimal()
+    data["measurements"][0] = {"name": "bulk", "tool": "iperf3_tcp", "repetitions": 3,
+                               "options": {"congestion_control": "bbr"}}
+    assert parse_definition(data, source="demo").measurement("bulk").options == {
+        "congestion_control": "bbr"}
+    data["measurements"][0]["options"] = {"congestion_control": "vegas"}
+    expect_error(data, "congestion_control", "allowed: cubic, reno, bbr")
+
+
 def test_profile_errors_are_found_at_load_not_at_run() -> None:
     data = minimal()
     data["profiles"]["full"] = {"measurements": {"hs": {"options": {"eck": True}}}}

@@ -153,6 +153,15 @@ def test_collect_provenance_never_crashes(monkeypatch: pytest.MonkeyPatch) -> No
     assert provenance.cpu_model("/nonexistent") is not False
 
 
+def test_tcp_default_congestion_is_read_or_null(tmp_path: Path) -> None:
+    f = tmp_path / "tcp_congestion_control"
+    f.write_text("bbr\n")
+    assert provenance.tcp_default_congestion(str(f)) == "bbr"
+    assert provenance.tcp_default_congestion(str(tmp_path / "absent")) is None
+    live = provenance.collect_provenance(tools=[])["tcp_default_congestion_control"]
+    assert live == Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+
+
 def test_calibration_block() -> None:
     c = provenance.calibration(10.0, [10.1, 9.9, 10.3, 10.0])
     assert c["measured_ms"] == pytest.approx(10.05)
