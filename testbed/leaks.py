@@ -21,6 +21,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -77,11 +78,15 @@ class LeakScanner:
     @staticmethod
     def frame_flow(frame: bytes) -> FlowKey | None:
         """The TCP/UDP flow a frame belongs to (None for ICMP and anything else)."""
-        from scapy.layers.inet import IP, TCP, UDP
-        from scapy.layers.inet6 import IPv6
         from scapy.layers.l2 import Ether
 
-        pkt = Ether(frame)
+        return LeakScanner._packet_flow(Ether(frame))
+
+    @staticmethod
+    def _packet_flow(pkt: Any) -> FlowKey | None:
+        from scapy.layers.inet import IP, TCP, UDP
+        from scapy.layers.inet6 import IPv6
+
         net = pkt.getlayer(IP) or pkt.getlayer(IPv6)
         if net is None:
             return None
@@ -92,15 +97,17 @@ class LeakScanner:
                 return flow_key(proto, net.src, t.sport, net.dst, t.dport)
         return None
 
-    def scan_frame(self, index: int, frame: bytes) -> list[LeakHit]:
+    def scan_frame(self, index: int, frame: bytes, pkt: Any = None) -> list[LeakHit]:
+        """Hits in one frame; `pkt` is the frame already parsed by scapy, if the caller has it
+        (parsing is most of the cost of a scan)."""
         from scapy.layers.inet import ICMP, IP, IPerror
         from scapy.layers.l2 import Ether
 
         hits = []
+        pkt = Ether(frame) if pkt is None else pkt
         for pattern, prefix in self.v6.items():
             if pattern in frame:
-                hits.append(LeakHit(index, "frame bytes", prefix, Ether(frame).summary()))
-        pkt = Ether(frame)
+                hits.append(LeakHit(index, "frame bytes", prefix, pkt.summary()))
         if IP in pkt:
             ip = pkt[IP]
             for where, addr in (("ipv4 source", ip.src), ("ipv4 destination", ip.dst)):
@@ -117,6 +124,7 @@ class LeakScanner:
     def scan_pcap(self, path: Path, exclude: Iterable[FlowKey] = ()) -> LeakReport:
         """Scan every frame of a capture; frames of the flows in `exclude` are counted in
         `excluded` instead (flows that predate the capture, see the module doc)."""
+        from scapy.layers.l2 import Ether
         from scapy.utils import RawPcapReader
 
         skip = set(exclude)
@@ -125,8 +133,9 @@ class LeakScanner:
             return report
         for index, (frame, _meta) in enumerate(RawPcapReader(str(path))):
             report.packets += 1
-            if skip and self.frame_flow(frame) in skip:
+            pkt = Ether(frame)
+            if skip and self._packet_flow(pkt) in skip:
                 report.excluded += 1
                 continue
-            report.hits += self.scan_frame(index, frame)
+            report.hits += self.scan_frame(index, frame, pkt)
         return report
