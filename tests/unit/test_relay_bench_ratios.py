@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-from relay.bench import TPUT_TARGET, _order, round_ratios, throughput_cost_model
+from relay.bench import (
+    TPUT_TARGET,
+    _order,
+    _pool_route,
+    main,
+    round_ratios,
+    throughput_cost_model,
+)
 
 
 def _rounds(values: list[dict[str, list[float]]]) -> list[tuple[int, str, float]]:
@@ -111,3 +118,28 @@ def test_cost_model_never_predicts_a_gain() -> None:
     assert m is not None
     assert m["extra_us_per_packet_upper"] == 0.0
     assert m["4_streams"]["predicted_ratio_lower"] == 1.0
+
+
+def test_cost_model_needs_a_latency_ci() -> None:
+    assert throughput_cost_model(_model_input(None, 2.0, 50_000)) is None  # type: ignore[arg-type]
+    assert throughput_cost_model({"throughput": {}}) is None
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "1001", "x"])
+def test_bad_rounds_is_a_usage_error_naming_the_range(bad: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as ei:
+        main(["--rounds", bad, "--only", "throughput"])
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert "--rounds" in err and ("1..1000" in err or "not an integer" in err)
+
+
+def test_cfr_flow_is_compared_with_both_route_variants() -> None:
+    # route and route-control are the same set-up: their four runs form the reference.
+    runs = _rounds([{"route": [10.0, 10.0], "route-control": [12.0, 12.0],
+                     "cfr-flow": [11.0, 11.0]}] * 6)
+    pooled = round_ratios(_pool_route(runs), "route", "cfr-flow")
+    assert pooled["estimate"] == pytest.approx(1.0)
+    assert round_ratios(runs, "route", "cfr-flow")["estimate"] == pytest.approx(1.1)
+    assert round_ratios(runs, "route", "route-control")["estimate"] == pytest.approx(1.2)
