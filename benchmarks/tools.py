@@ -163,16 +163,15 @@ def _iperf_once(env: BenchEnv, path: str, argv: list[str], duration: float) -> d
 DEFAULT_CONGESTION = "cubic"
 
 
-def _tcp_argv(options: Mapping[str, Any]) -> tuple[list[str], str]:
+def _tcp_argv(options: Mapping[str, Any], duration: float) -> tuple[list[str], str]:
     """-t/-P/-C for a TCP test, and the congestion control it pins."""
     cc = str(options.get("congestion_control", DEFAULT_CONGESTION))
-    return ["-t", str(float(options.get("duration_s", 3.0))),
-            "-P", str(int(options.get("streams", 1))), "-C", cc], cc
+    return ["-t", str(duration), "-P", str(int(options.get("streams", 1))), "-C", cc], cc
 
 
 def iperf3_tcp(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
     duration = float(options.get("duration_s", 3.0))
-    argv, cc = _tcp_argv(options)
+    argv, cc = _tcp_argv(options, duration)
     if options.get("reverse"):
         argv.append("-R")
     try:
@@ -202,7 +201,7 @@ def relay_cpu(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
     """Whole-machine CPU seconds per Gbit moved through the path (same load on every path,
     so the difference between paths is what the forwarding element costs)."""
     duration = float(options.get("duration_s", 3.0))
-    argv, cc = _tcp_argv(options)
+    argv, cc = _tcp_argv(options, duration)
     rate = float(options.get("rate_mbit", 0.0))
     if rate > 0:
         argv += ["-b", f"{rate}M"]
