@@ -222,9 +222,9 @@ class Bench:
     def _rr_pair(self, dst: str, count: int) -> tuple[list[float], list[float], list[str]]:
         """One pair: A opened under route, B under cfr-flow; alternating round trips (us)."""
         self.apply("route", safety__leak_guard=False)
-        p = self.net.popen("sub1", "taskset", "-c", "0", sys.executable, "-m",
-                           "relay.labtools", "rrpair", "--dst", dst, "--count", str(count + 50),
-                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        p = self.net.py_popen("sub1", "rrpair", "--dst", dst, "--count", str(count + 50),
+                              cpus="0", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
         json.loads(p.stdout.readline())
         self.apply("cfr-flow", safety__leak_guard=False)
         p.stdin.write("go\n")
@@ -562,9 +562,10 @@ def summary(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-#: Throughput rounds by default: at the noise of a 2-vCPU VM (per-round SD of the ratio about
-#: 10%), 80 rounds narrow the 95% CI to about +-2%, enough to decide a 0.95 floor when the
-#: relay's true cost is near 2%; fewer rounds mostly end `inconclusive`.
+#: Throughput rounds by default: at the noise of a 2-vCPU VM (per-round SD of the ratio
+#: 10-13%), 80 rounds narrow the 95% CI to about +-2%, enough to decide a 0.95 floor when the
+#: relay's true cost is near 2% (4 streams here); a cost of 3-4% (1 stream here) took 300
+#: rounds for +-1%. Fewer rounds mostly end `inconclusive`.
 DEFAULT_ROUNDS = 80
 MAX_ROUNDS = 1000
 

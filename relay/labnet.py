@@ -100,8 +100,11 @@ class LabNet:
         return self.cmd(role, sys.executable, "-m", "relay.labtools", *args,
                         timeout=timeout).stdout
 
-    def py_popen(self, role: str, *args: str, **kw: object) -> subprocess.Popen:
-        return self.popen(role, sys.executable, "-m", "relay.labtools", *args, **kw)
+    def py_popen(self, role: str, *args: str, cpus: str | None = None,
+                 **kw: object) -> subprocess.Popen:
+        """Start `python -m relay.labtools ARGS`; `cpus` pins it (taskset list, e.g. "0")."""
+        pin = ["taskset", "-c", cpus] if cpus is not None else []
+        return self.popen(role, *pin, sys.executable, "-m", "relay.labtools", *args, **kw)
 
     def cfr(self, *args: str, check: bool = False, timeout: float = 60
             ) -> subprocess.CompletedProcess:
