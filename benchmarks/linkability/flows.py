@@ -24,6 +24,11 @@ Conventions:
 * ``own_addr``/``own_prefix``/``own_family`` (optional, ground truth): the client's *own*
   source address before any relay or NAT (``local_addr``). The model uses them to re-apply
   policies to an emulated trace; no linker ever reads them.
+* ``extra`` (optional, adversary-visible): further per-flow observation codes by name, one
+  int64 array per name, ``-1`` = not observed (for example front-door fingerprints: TTL or
+  hop limit, SYN options, JA4 of the outer ClientHello, HTTP/2 SETTINGS). Generic so that
+  fingerprint linkers (``fingerprints.py``) can add signals without changing this table;
+  ``subset`` carries them along.
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ class FlowTable:
     own_addr: np.ndarray | None = None
     own_prefix: dict[int, np.ndarray] | None = None
     own_family: np.ndarray | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -97,6 +103,9 @@ class FlowTable:
                 raise ValueError(f"prefix /{bits} has {col.shape[0]} rows, expected {n}")
         if self.issued_flow.shape != self.issued_ticket.shape:
             raise ValueError("issued_flow and issued_ticket differ in length")
+        for name, col in self.extra.items():
+            if col.shape[0] != n:
+                raise ValueError(f"extra column {name!r} has {col.shape[0]} rows, expected {n}")
 
     def subset(self, mask: np.ndarray) -> FlowTable:
         """Rows where ``mask`` is true (issued-ticket pairs are re-indexed)."""
@@ -123,6 +132,7 @@ class FlowTable:
             if self.own_prefix is None
             else {b: c[mask] for b, c in self.own_prefix.items()},
             own_family=None if self.own_family is None else self.own_family[mask],
+            extra={k: c[mask] for k, c in self.extra.items()},
         )
 
     def labelled(self) -> FlowTable:
