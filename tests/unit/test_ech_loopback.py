@@ -267,13 +267,20 @@ def test_open_loop_and_many_subscribers(env: Env) -> None:
 
 def test_proxy_connect_tunnel(env: Env, tmp_path: Path) -> None:
     """Through a real forward proxy (tinyproxy): CONNECT tunnels TLS, ECH still accepted,
-    and the front door sees the proxy's connection."""
+    and the front door sees the proxy's connection, not the client's.
+
+    Connections are compared by their full 4-tuple, never by bare source port: on loopback
+    the kernel may legitimately give the proxy's outgoing socket the same ephemeral port as
+    a client socket to another destination (the proxy). The proxy binds its outgoing side
+    to a second loopback address, so a client connection that bypassed the proxy would
+    show up at the front door with the client's own tuple."""
     if shutil.which("tinyproxy") is None:
         pytest.skip("tinyproxy not installed")
     pport = free_port()
+    proxy_out = "127.0.0.2"  # all of 127/8 is local on Linux: no interface set-up needed
     conf = tmp_path / "tinyproxy.conf"
-    conf.write_text(f"Port {pport}\nListen 127.0.0.1\nTimeout 30\nMaxClients 50\n"
-                    f"LogLevel Error\nAllow 127.0.0.1\n")
+    conf.write_text(f"Port {pport}\nListen 127.0.0.1\nBind {proxy_out}\nTimeout 30\n"
+                    f"MaxClients 50\nLogLevel Error\nAllow 127.0.0.1\n")
     proxy = env.node.spawn(["tinyproxy", "-d", "-c", str(conf)], label="tinyproxy",
                            log=tmp_path / "tinyproxy.log")
     try:
@@ -288,9 +295,15 @@ def test_proxy_connect_tunnel(env: Env, tmp_path: Path) -> None:
                        for r in res.records)
             cdn.stop()
             recs = {r["client_random"]: r for r in wait_records(cdn.front, 3)}
-            client_ports = {r["local_port"] for r in res.records}
+            # What the front door would have seen had a client connected directly.
+            direct = {(r["local_addr"], r["local_port"], r["remote_addr"], r["remote_port"])
+                      for r in res.records}
             for t in res.records:
-                assert recs[t["client_random"]]["peer_port"] not in client_ports
+                seen = recs[t["client_random"]]
+                tup = (seen["peer_addr"], seen["peer_port"], seen["local_addr"],
+                       seen["local_port"])
+                assert tup not in direct, (tup, direct)
+                assert seen["peer_addr"] == proxy_out, seen
     finally:
         proxy.stop()
 
