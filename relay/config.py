@@ -21,20 +21,11 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 from relay.errors import MISSING, ConfigError, PoolTooSmall
+from relay.policies import ALIASED_MODES, FAMILY_MODES, POLICIES  # noqa: F401 - re-exported
 
 IPv4Net = ipaddress.IPv4Network
 IPv6Net = ipaddress.IPv6Network
 
-POLICIES = ("route", "cgn", "nptv6", "cfr-flow", "cfr-epoch")
-# What each policy does per address family. "route" = forwarded unchanged.
-FAMILY_MODES: dict[str, tuple[str, str]] = {
-    "route": ("route", "route"),
-    "cgn": ("cgn", "route"),
-    "nptv6": ("cgn", "nptv6"),  # v4 part is configurable: nptv6.v4 = "cgn" | "route"
-    "cfr-flow": ("flow", "flow"),
-    "cfr-epoch": ("epoch", "epoch"),
-}
-ALIASED_MODES = ("cgn", "nptv6", "flow", "epoch")
 MAX_V4_POOL = 4096
 MAX_V6_POOL = 4096
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@+-]{1,15}$")

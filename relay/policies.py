@@ -17,16 +17,54 @@ The subscriber key for IPv6 hashing is the address masked to
 temporary addresses (RFC 8981) share one alias within an epoch instead of each looking like
 a new subscriber. Conntrack pins the alias of every established flow, so replacing these
 rules (epoch rotation, reload) never moves a live flow.
+
+This module owns the list of policies (`POLICY_TABLE`, and `POLICIES` / `FAMILY_MODES` derived
+from it): the relay's config and the testbed's scenario and relay deployment import it from
+here, and so should anything else that names policies. Adding a policy means one row in
+`POLICY_TABLE`, plus its rules below if its mode is new.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from relay import epoch as ep
-from relay.config import Config
 from relay.nftjson import Expr, match, meta, net, payload
+
+if TYPE_CHECKING:  # relay.config imports the policy list from here: no import cycle at run time
+    from relay.config import Config
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One source-aliasing policy: its name and the mode it runs per address family."""
+
+    name: str
+    v4_mode: str
+    v6_mode: str
+    summary: str
+
+
+#: Every policy the relay implements, in the order tables and reports list them.
+POLICY_TABLE: tuple[Policy, ...] = (
+    Policy("route", "route", "route", "forwarded unchanged (the plain-routing baseline)"),
+    Policy("cgn", "cgn", "route", "carrier-grade NAT for IPv4, IPv6 routed"),
+    # nptv6's v4 part is configurable: nptv6.v4 = "cgn" | "route" (relay.config)
+    Policy("nptv6", "cgn", "nptv6", "stable 1:1 IPv6 prefix translation, CGN for IPv4"),
+    Policy("cfr-flow", "flow", "flow", "CFR: a fresh random alias for every new flow"),
+    Policy("cfr-epoch", "epoch", "epoch", "CFR: one alias per subscriber per epoch"),
+)
+POLICIES: tuple[str, ...] = tuple(p.name for p in POLICY_TABLE)
+#: What each policy does per address family. "route" = forwarded unchanged.
+FAMILY_MODES: dict[str, tuple[str, str]] = {p.name: (p.v4_mode, p.v6_mode)
+                                            for p in POLICY_TABLE}
+#: The modes that put an alias (not the subscriber's own address) upstream.
+ALIASED_MODES: tuple[str, ...] = ("cgn", "nptv6", "flow", "epoch")
+#: The CFR's own policies (per-flow or per-epoch aliasing from a shared pool).
+CFR_POLICIES: tuple[str, ...] = tuple(p.name for p in POLICY_TABLE
+                                      if p.v4_mode in ("flow", "epoch"))
 
 V4_POLICY_FAMILY = "ip"
 V6_POLICY_FAMILY = "ip6"

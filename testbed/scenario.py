@@ -3,7 +3,8 @@
 A scenario comes from defaults, then an optional TOML file, then CLI overrides, in that
 order. Every value is validated here, before anything is created, so a bad parameter is
 reported as one line naming it and its allowed range (exit 2) and leaves no trace.
-Stdlib only (imported by the Mininet topology under the system Python).
+Stdlib only (imported by the Mininet topology under the system Python); so is
+`relay.policies`, where the list of policies comes from (re-exported here as `POLICIES`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from relay.policies import POLICIES  # the relay owns the list (stdlib-only module)
 from testbed.errors import ParameterError, UsageError
 
 try:  # Python 3.11+
@@ -22,7 +24,6 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 (Ubuntu 22.04)
 
 MECHANISMS = ("auto", "netem", "delayline")
 ECH_MODES = ("shared", "split")
-POLICIES = ("route", "cgn", "nptv6", "cfr-flow", "cfr-epoch")
 LINK_CLASSES = ("access", "aggregation", "wan", "cdn", "detour")
 MAX_SUBSCRIBER_HOSTS = 250  # one namespace each
 MAX_POPULATION = 30000

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import jinja2
 
+from relay.policies import POLICIES
 from testbed.errors import NetworkError, ParameterError
 from testbed.network import Network
 from testbed.node import ManagedProcess
 from testbed.paths import REPO_ROOT
 
-POLICIES = ("route", "cgn", "nptv6", "cfr-flow", "cfr-epoch")
 RELAY_NODE = "edge"
 ACCESS_INTERFACE = "edge-acc"
 EGRESS_INTERFACE = "edge-core"
