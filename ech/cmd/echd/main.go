@@ -144,6 +144,7 @@ func cmdServe(args []string, mode string) error {
 	curves := fs.String("curves", "", "restrict key exchange groups, e.g. P256 (testing HelloRetryRequest)")
 	idle := fs.Duration("idle-timeout", 30*time.Second, "close idle HTTP connections after this long")
 	hsTimeout := fs.Duration("handshake-timeout", 10*time.Second, "abort TLS handshakes taking longer")
+	saveSYN := fs.Bool("save-syn", true, "log each client's SYN fingerprint (TCP_SAVE_SYN on the listener; Linux)")
 	echDecrypt := fs.String("ech-decrypt", "self", "serve: who decrypts ECH: 'self' (echd, crypto/hpke; key parsed once) or 'tls' (crypto/tls EncryptedClientHelloKeys)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -229,7 +230,7 @@ func cmdServe(args []string, mode string) error {
 	}
 	var lns []net.Listener
 	for _, l := range listens {
-		ln, err := net.Listen("tcp", l)
+		ln, err := frontlog.Listen(l, *saveSYN)
 		if err != nil {
 			return fmt.Errorf("listen %s: %v", l, err)
 		}

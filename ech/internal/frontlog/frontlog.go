@@ -43,6 +43,19 @@ type Record struct {
 	Mode               string   `json:"mode"`
 	Route              *string  `json:"route,omitempty"`
 	Error              *string  `json:"error"`
+	// Fingerprints: what the front door learns about the client's stack besides its
+	// address. SYN: the client's SYN (TCP_SAVED_SYN); null if not saved (listener without
+	// TCP_SAVE_SYN, or not a TCP connection). RTTUS: kernel smoothed RTT right after
+	// accept, i.e. the handshake round trip (microseconds; null if unknown). JA4 and
+	// TLSGroups: of the ClientHello received from the network (ClientHelloOuter under
+	// ECH); null if none was parsed. H2Settings: the client's HTTP/2 SETTINGS and
+	// WINDOW_UPDATE (H2Settings format); null when the connection did not speak HTTP/2 or
+	// the front door cannot see it (split front: encrypted end to end to the origin).
+	SYN        *SYN    `json:"syn"`
+	RTTUS      *uint32 `json:"rtt_us"`
+	JA4        *string `json:"ja4"`
+	TLSGroups  *string `json:"tls_groups"`
+	H2Settings *string `json:"h2_settings"`
 }
 
 // Logger serializes records to a file (or discards them).

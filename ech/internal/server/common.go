@@ -147,6 +147,13 @@ type connState struct {
 	route         string
 	hsDone        time.Time
 	err           error
+	// Fingerprints (see frontlog.Record): saved SYN and handshake RTT read at accept, JA4
+	// and groups of the hello that came from the network, the HTTP/2 preface seen by h2Sniff.
+	syn    []byte
+	rttUS  uint32
+	ja4    string
+	groups string
+	h2     atomic.Pointer[string]
 
 	log  *frontlog.Logger
 	once sync.Once
@@ -157,9 +164,18 @@ const headCap = 20 << 10
 var connIDs atomic.Uint64
 
 func newConnState(c net.Conn, mode string, log *frontlog.Logger) *connState {
-	return &connState{
+	st := &connState{
 		id: connIDs.Add(1), mode: mode, accepted: time.Now(), peer: c.RemoteAddr(),
 		local: c.LocalAddr(), capturing: true, log: log, echState: "none",
+	}
+	st.syn, st.rttUS = frontlog.Transport(c)
+	return st
+}
+
+// fingerprintHello records the JA4 and supported groups of the hello read from the network.
+func (st *connState) fingerprintHello(ch *chello.ClientHello) {
+	if st.ja4 == "" && ch != nil {
+		st.ja4, st.groups = chello.JA4(ch), chello.Groups(ch)
 	}
 }
 
@@ -219,6 +235,12 @@ func (st *connState) finish() {
 			e := oneLine(st.err.Error())
 			rec.Error = &e
 		}
+		rec.SYN = frontlog.ParseSYN(st.syn)
+		if st.rttUS > 0 {
+			v := st.rttUS
+			rec.RTTUS = &v
+		}
+		rec.JA4, rec.TLSGroups, rec.H2Settings = frontlog.Str(st.ja4), frontlog.Str(st.groups), st.h2.Load()
 		st.head = nil
 		st.log.Write(rec)
 	})
@@ -417,6 +439,44 @@ func readClientHello(tc *trackedConn, st *connState, timeout time.Duration) (*ch
 		_ = tc.Close()
 		return nil, nil, false
 	}
+	st.fingerprintHello(ch)
 	_ = tc.Conn.SetReadDeadline(time.Time{})
 	return ch, consumed, true
 }
+
+// h2Sniff hands net/http a TLS connection unchanged (it implements ConnectionState and
+// HandshakeContext through the embedded *tls.Conn, which is all net/http needs to serve
+// HTTP/2 on it) while keeping the first plaintext bytes the client sends: the HTTP/2
+// preface, SETTINGS and WINDOW_UPDATE, the client's HTTP/2 fingerprint.
+type h2Sniff struct {
+	*tls.Conn
+	st   *connState
+	mu   sync.Mutex
+	buf  []byte
+	done bool
+}
+
+const h2SniffCap = 512
+
+func (c *h2Sniff) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.mu.Lock()
+		if !c.done {
+			c.buf = append(c.buf, p[:min(n, h2SniffCap-len(c.buf))]...)
+			if fp, ok := frontlog.H2Settings(c.buf); ok && (len(c.buf) >= h2SniffCap || hasWindowUpdate(fp)) {
+				c.st.h2.Store(&fp)
+				c.done, c.buf = true, nil
+			} else if ok {
+				c.st.h2.Store(&fp) // SETTINGS complete; a WINDOW_UPDATE may still follow
+			}
+			if len(c.buf) >= h2SniffCap {
+				c.done, c.buf = true, nil
+			}
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func hasWindowUpdate(fp string) bool { return !strings.HasSuffix(fp, "|0") }

@@ -253,6 +253,9 @@ func (s *TLSServer) ServeConn(c net.Conn, st *connState) {
 	st.capturing = false
 	cs := tc.ConnectionState()
 	outer, haveOuter := chello.OuterInfo(st.head)
+	if haveOuter && !st.pre {
+		st.fingerprintHello(outer)
+	}
 	if st.pre {
 		// ECH was decrypted by serveSelfDecrypt: state already filled in.
 	} else if haveOuter && outer.HasECH {
@@ -311,6 +314,10 @@ func (s *TLSServer) ServeConn(c net.Conn, st *connState) {
 	}
 	st.alpn = cs.NegotiatedProtocol
 	st.head = nil
+	if st.alpn == "h2" {
+		s.hl.deliver(&h2Sniff{Conn: tc, st: st})
+		return
+	}
 	s.hl.deliver(tc)
 }
 
