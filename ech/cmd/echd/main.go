@@ -390,6 +390,7 @@ func cmdLoad(args []string) error {
 	seed := fs.Uint64("seed", 0, "random seed for site choice and arrivals (default time)")
 	failOnError := fs.Bool("fail-on-error", false, "exit 1 if any connection failed")
 	curves := fs.String("curves", "", "key exchange groups to offer, e.g. X25519 (default: Go's, X25519MLKEM768 first)")
+	profilesFile := fs.String("profiles", "", "JSON {name: device profile} (ttl, hop_limit, mss, rcvbuf, netns, min_tls, cipher_suites, curves, alpn, no_tickets); workload lines pick one with \"profile\"")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -496,6 +497,17 @@ func cmdLoad(args []string) error {
 		}
 		o.Sources = keep
 	}
+	if *profilesFile != "" {
+		f, err := os.Open(*profilesFile)
+		if err != nil {
+			return usagef("--profiles: %v", err)
+		}
+		o.Profiles, err = loadgen.ParseProfiles(f, *profilesFile)
+		f.Close()
+		if err != nil {
+			return usageError{err.Error()}
+		}
+	}
 	if *workload != "" {
 		if len(o.Sites) > 0 || *rate > 0 {
 			return usagef("--workload replaces --site/--sites/--rate")
@@ -528,7 +540,7 @@ func cmdLoad(args []string) error {
 	o.Out = outW
 	g, err := loadgen.New(o)
 	if err != nil {
-		return err
+		return usageError{err.Error()}
 	}
 	if err := g.Preflight(sitesNamed); err != nil {
 		if loadgen.IsNXDomain(err) {

@@ -51,6 +51,11 @@ type WorkItem struct {
 	Path         string  `json:"path"`
 	Subresources bool    `json:"subresources"`
 	addr         netip.Addr
+	// Device and Profile are read from the workload keys "device" and "profile" (which are
+	// also copied through in Extra): a device keeps one TLS session cache whatever source
+	// address it uses, and its profile (Options.Profiles) sets its stack and ClientHello.
+	Device  string `json:"-"`
+	Profile string `json:"-"`
 	// Extra holds every other key of the workload line (household, device, session_id,
 	// family, ...), encoded once as the members of a JSON object without braces
 	// (`"device":"d1","household":"h1"`, keys sorted; keys that are ground-truth fields
@@ -86,6 +91,8 @@ type Options struct {
 	Curves      []tls.CurveID
 	RunID       string
 	Seed        uint64
+	// Profiles are the device types a workload line can name ("profile": NAME).
+	Profiles map[string]*Profile
 }
 
 // Truth is one ground-truth line: one TCP+TLS connection as the client made it.
@@ -167,11 +174,14 @@ type Summary struct {
 	MaxLateMS   float64            `json:"max_late_ms"`
 }
 
+// subscriber is one client identity with its own TLS session cache: a device of a
+// subscriber when the workload names devices (its cache then serves every address the
+// device uses, as a browser's does), else a (subscriber, source address) pair.
 type subscriber struct {
-	id     string
-	addr   netip.Addr
-	cfg    *tls.Config
-	dialer *net.Dialer
+	id      string
+	addr    netip.Addr
+	cfg     *tls.Config
+	profile *Profile
 }
 
 // Gen runs one load-generation session.
@@ -266,36 +276,44 @@ func New(o Options) (*Gen, error) {
 	p.SetHTTP1(true)
 	p.SetHTTP2(true)
 	g.tr.Protocols = p
+	for _, it := range o.Workload {
+		if it.Profile != "" && o.Profiles[it.Profile] == nil {
+			return nil, fmt.Errorf("workload names profile %q, which --profiles does not define", it.Profile)
+		}
+	}
 	for _, s := range o.Sources {
-		g.subscriber(s.Subscriber, s.Addr)
+		g.subscriber(s.Subscriber, s.Addr, "", "")
 	}
 	return g, nil
 }
 
-func (g *Gen) subscriber(id string, addr netip.Addr) *subscriber {
+// subscriber returns the client identity for (id, device) or, without a device, for
+// (id, addr); profile applies when the identity is first seen.
+func (g *Gen) subscriber(id string, addr netip.Addr, device, profile string) *subscriber {
 	k := id + "|" + addr.String()
+	if device != "" {
+		k = id + "|device|" + device
+	}
 	g.subsMu.Lock()
 	defer g.subsMu.Unlock()
 	if s := g.subs[k]; s != nil {
 		return s
 	}
-	s := &subscriber{id: id, addr: addr, cfg: g.base.Clone(), dialer: &net.Dialer{Timeout: g.o.Timeout}}
-	if g.o.Resumption {
+	s := &subscriber{id: id, addr: addr, cfg: g.base.Clone(), profile: g.o.Profiles[profile]}
+	s.profile.apply(s.cfg)
+	if g.o.Resumption && (s.profile == nil || !s.profile.NoTickets) {
 		s.cfg.ClientSessionCache = tls.NewLRUClientSessionCache(256)
-	}
-	if addr.IsValid() {
-		s.dialer.LocalAddr = &net.TCPAddr{IP: addr.AsSlice()}
 	}
 	g.subs[k] = s
 	g.subIdx = append(g.subIdx, s)
 	return s
 }
 
-func (g *Gen) family(s *subscriber) int {
+func (g *Gen) family(addr netip.Addr) int {
 	if g.o.Family != 0 {
 		return g.o.Family
 	}
-	if s.addr.IsValid() && s.addr.Is6() && !s.addr.Is4In6() {
+	if addr.IsValid() && addr.Is6() && !addr.Is4In6() {
 		return 6
 	}
 	return 4
@@ -307,7 +325,7 @@ func (g *Gen) Preflight(sites []string) error {
 	if fam == 0 {
 		fam = 4
 		if len(g.subIdx) > 0 {
-			fam = g.family(g.subIdx[0])
+			fam = g.family(g.subIdx[0].addr)
 		}
 	}
 	for _, s := range sites {
@@ -350,6 +368,7 @@ func (g *Gen) writer() {
 
 type flowSpec struct {
 	sub     *subscriber
+	addr    netip.Addr // source address to bind (invalid: the kernel's choice)
 	site    string
 	path    string
 	session bool
@@ -370,7 +389,7 @@ func (g *Gen) pickSite() string {
 func (g *Gen) nthSpec(n uint64) flowSpec {
 	var sub *subscriber
 	if len(g.subIdx) == 0 {
-		sub = g.subscriber("default", netip.Addr{})
+		sub = g.subscriber("default", netip.Addr{}, "", "")
 	} else {
 		sub = g.subIdx[int(n%uint64(len(g.subIdx)))]
 	}
@@ -378,7 +397,7 @@ func (g *Gen) nthSpec(n uint64) flowSpec {
 	if g.o.Session {
 		path = "/page/" + strconv.Itoa(g.o.PageN)
 	}
-	return flowSpec{sub: sub, site: g.pickSite(), path: path, session: g.o.Session}
+	return flowSpec{sub: sub, addr: sub.addr, site: g.pickSite(), path: path, session: g.o.Session}
 }
 
 // Run executes the configured mode and returns the summary.
@@ -479,7 +498,7 @@ func (g *Gen) runWorkload(ctx context.Context, start time.Time) {
 		if path == "" {
 			path = "/"
 		}
-		spec := flowSpec{sub: g.subscriber(it.Subscriber, it.addr), site: it.Site, path: path, session: it.Subresources, sched: at, extra: it.Extra}
+		spec := flowSpec{sub: g.subscriber(it.Subscriber, it.addr, it.Device, it.Profile), addr: it.addr, site: it.Site, path: path, session: it.Subresources, sched: at, extra: it.Extra}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -531,7 +550,7 @@ func (k *keyLogRandom) Write(p []byte) (int, error) {
 func (g *Gen) flow(ctx context.Context, spec flowSpec) {
 	flowID := g.newFlowID()
 	late := time.Since(spec.sched)
-	fam := g.family(spec.sub)
+	fam := g.family(spec.addr)
 	t0 := time.Now()
 	info, dnsMS, cached, err := g.res.lookup(spec.site, fam)
 	base := Truth{TS: unix(t0), Subscriber: spec.sub.id, FlowID: flowID, Site: spec.site, Path: spec.path,
@@ -585,7 +604,7 @@ func (g *Gen) connect(ctx context.Context, spec flowSpec, info *siteInfo, ech []
 	target := netip.AddrPortFrom(remote, uint16(port))
 	t.RemoteAddr, t.RemotePort = remote.Unmap().String(), port
 	tc0 := time.Now()
-	raw, err := g.dial(ctx, spec.sub, target)
+	raw, err := g.dial(ctx, spec, target)
 	if err != nil {
 		fail(err)
 		return nil
@@ -630,15 +649,31 @@ func (g *Gen) connect(ctx context.Context, spec flowSpec, info *siteInfo, ech []
 	return nil
 }
 
-func (g *Gen) dial(ctx context.Context, sub *subscriber, target netip.AddrPort) (net.Conn, error) {
+// dial connects from the flow's source address, with its device profile's socket options
+// and, if the profile names one, from the profile's network namespace.
+func (g *Gen) dial(ctx context.Context, spec flowSpec, target netip.AddrPort) (net.Conn, error) {
+	d := &net.Dialer{Timeout: g.o.Timeout}
+	if spec.addr.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: spec.addr.AsSlice()}
+	}
+	prof := spec.sub.profile
+	if prof != nil {
+		d.Control = prof.control
+	}
+	dialTCP := func(addr string) (net.Conn, error) {
+		if prof != nil && prof.Netns != "" {
+			return dialInNetns(ctx, d, prof.Netns, addr)
+		}
+		return d.DialContext(ctx, "tcp", addr)
+	}
 	if len(g.o.Proxies) == 0 {
-		c, err := sub.dialer.DialContext(ctx, "tcp", target.String())
+		c, err := dialTCP(target.String())
 		if err != nil {
 			return nil, fmt.Errorf("connect %s: %v", target, err)
 		}
 		return c, nil
 	}
-	c, err := sub.dialer.DialContext(ctx, "tcp", g.o.Proxies[0])
+	c, err := dialTCP(g.o.Proxies[0])
 	if err != nil {
 		return nil, fmt.Errorf("connect proxy %s: %v", g.o.Proxies[0], err)
 	}
@@ -914,6 +949,9 @@ func ParseWorkload(r io.Reader, name string) ([]WorkItem, error) {
 			return nil, fmt.Errorf("%s:%d: %v", name, ln, err)
 		}
 		it.Extra = extra
+		if it.Device, it.Profile, err = deviceAndProfile([]byte(line)); err != nil {
+			return nil, fmt.Errorf("%s:%d: %v", name, ln, err)
+		}
 		if it.T < 0 || math.IsNaN(it.T) || math.IsInf(it.T, 0) {
 			return nil, fmt.Errorf("%s:%d: t must be >= 0", name, ln)
 		}
@@ -939,6 +977,27 @@ func ParseWorkload(r io.Reader, name string) ([]WorkItem, error) {
 		return nil, fmt.Errorf("%s: empty workload", name)
 	}
 	return out, nil
+}
+
+// deviceAndProfile reads the optional "device" (any JSON scalar, as its text) and
+// "profile" (a string) keys of a workload line.
+func deviceAndProfile(line []byte) (string, string, error) {
+	var v struct {
+		Device  json.RawMessage `json:"device"`
+		Profile *string         `json:"profile"`
+	}
+	if err := json.Unmarshal(line, &v); err != nil {
+		return "", "", fmt.Errorf("profile must be a string: %v", err)
+	}
+	dev := strings.Trim(string(v.Device), `"`)
+	if dev == "null" {
+		dev = ""
+	}
+	prof := ""
+	if v.Profile != nil {
+		prof = *v.Profile
+	}
+	return dev, prof, nil
 }
 
 // workloadExtra encodes the keys of one workload line that echd load does not interpret

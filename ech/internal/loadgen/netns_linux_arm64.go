@@ -1,0 +1,3 @@
+package loadgen
+
+const sysSetns = 268 // setns(2) on linux/arm64
