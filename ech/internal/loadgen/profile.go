@@ -170,4 +170,3 @@ func (p *Profile) control(network, _ string, c syscall.RawConn) error {
 	}
 	return serr
 }
-
