@@ -18,9 +18,11 @@ const (
 	ethPAll              = 0x0003
 	ethHeaderLen         = 14
 	packetIgnoreOutgoing = 23 // PACKET_IGNORE_OUTGOING, Linux 4.20+
-	maxFrame             = 65536 + ethHeaderLen
-	smallFrame           = 2048    // pooled buffer size; covers MTU 1500 (and 2000) frames
+	smallFrame           = 2048    // smallest pooled buffer; covers MTU 1500 (and 2000) frames
 	maxInFlight          = 1 << 18 // frames held at once; beyond this: dropped_overload
+	// overloadSlack: with a rate, the forwarder's own backlog may hold this much time of
+	// frames at that rate before it drops (see overloadLimit).
+	overloadSlack = 100_000_000 // ns
 )
 
 // Config describes one forwarder: two interfaces and the emulation of each direction.
@@ -66,7 +68,11 @@ type direction struct {
 	warn       func(format string, args ...any)
 	warned     bool
 	fatal      chan<- error
-	oob        [64]byte // control messages of recvmsg (the receive timestamp)
+	bufSize    int      // frame buffer size: the ingress MTU's frames fit
+	rx         *rxBatch // receive slots (recvmmsg)
+	tx         *txBatch // send slots (sendmmsg)
+	txFrames   [][]byte // frames of the batch being sent
+	txPackets  []packet
 }
 
 // Forwarder is a running two-port L2 forwarder with per-direction emulation.
@@ -171,10 +177,12 @@ func NewForwarder(cfg Config) (*Forwarder, error) {
 	}
 	f := &Forwarder{cfg: cfg, a: a, b: b, fatal: make(chan error, 2)}
 	mk := func(name string, in, out *packetSocket, spec Spec) *direction {
+		bufSize := max(smallFrame, in.mtu+ethHeaderLen)
 		return &direction{
 			name: name, in: in, out: out, sched: NewScheduler(spec, DirectionSeed(cfg.Seed, name)),
-			limit: max(spec.Limit, 1), spinNs: cfg.SpinNs, rtPriority: cfg.RTPriority, warn: cfg.Warn,
-			fatal: f.fatal,
+			limit: overloadLimit(spec), spinNs: cfg.SpinNs, rtPriority: cfg.RTPriority, warn: cfg.Warn,
+			fatal: f.fatal, bufSize: bufSize, rx: newRxBatch(rxSlots, bufSize), tx: newTxBatch(sendBatch),
+			txFrames: make([][]byte, 0, sendBatch), txPackets: make([]packet, 0, sendBatch),
 		}
 	}
 	f.a2b = mk("a2b", a, b, cfg.A2B)
@@ -200,8 +208,24 @@ type pollFd struct {
 	revents int16
 }
 
+// overloadLimit bounds the forwarder's own backlog of frames already due but not yet sent.
+// Without a rate that is the spec's limit: the input is then unbounded, the emulator itself
+// is the bottleneck and must drop like one. With a rate the scheduler's queue already drops
+// everything above the rate, so the backlog can only grow while this thread is not running
+// (CPU stalls of a few to tens of ms on a shared 2-core machine): the bound is then at least
+// overloadSlack of frames at that rate (8,333 at 1 Gbit/s), so a stall makes frames late,
+// which is measured, instead of dropping them, which would cut TCP's rate.
+func overloadLimit(spec Spec) int {
+	limit := max(spec.Limit, 1)
+	if spec.RateBps > 0 {
+		limit = max(limit, int(spec.RateBps*overloadSlack/1e9/(1500*8)))
+	}
+	return min(limit, maxInFlight)
+}
+
 const (
 	pollIn    = 0x1
+	rxSlots   = 64  // frames per recvmmsg call
 	recvBatch = 128 // frames read per wake-up before departures are looked at again
 	sendBatch = 64  // frames sent before the socket is read again (more than recvBatch
 	// would let a slow egress hide a backlog in the kernel socket buffer, where no limit
@@ -223,7 +247,6 @@ func (d *direction) run() {
 	runtime.LockOSThread()
 	setThreadTimerSlack(1)
 	d.initMode(monoNow())
-	buf := make([]byte, maxFrame)
 	pfd := pollFd{fd: int32(d.in.fd), events: pollIn}
 	var ts syscall.Timespec
 	for {
@@ -257,13 +280,21 @@ func (d *direction) run() {
 			d.wake.observe(monoNow() - wakeAt)
 		}
 		if n > 0 && pfd.revents != 0 {
-			got := 0
-			for ; got < recvBatch; got++ {
-				if err := d.receiveOne(buf); err != nil {
-					if err != syscall.EAGAIN {
-						d.receiveError(err)
+			for got := 0; got < recvBatch; {
+				k, errno := d.rx.recv(d.in.fd)
+				if errno == syscall.EINTR {
+					continue
+				}
+				if errno != 0 {
+					if errno != syscall.EAGAIN {
+						d.receiveError(errno)
 					}
 					break
+				}
+				d.receiveBatch(k, time.Now()) // one reading of both clocks for the whole batch
+				got += k
+				if k < rxSlots {
+					break // the socket is drained
 				}
 			}
 		}
@@ -300,36 +331,24 @@ func (e *overshootEstimator) observe(overshoot int64) {
 	e.median = min(max(e.median, 0), 10_000_000)
 }
 
-// receiveOne reads one frame without blocking, timestamps and schedules it. It returns
-// EAGAIN when the socket had nothing more to read, another error if the read failed.
-func (d *direction) receiveOne(buf []byte) error {
-	var from syscall.RawSockaddrLinklayer
-	iov := syscall.Iovec{Base: &buf[0]}
-	iov.SetLen(len(buf))
-	msg := syscall.Msghdr{
-		Name:    (*byte)(unsafe.Pointer(&from)),
-		Namelen: uint32(unsafe.Sizeof(from)),
-		Iov:     &iov,
-		Iovlen:  1,
-		Control: &d.oob[0],
-	}
-	msg.SetControllen(len(d.oob))
-	r, _, errno := syscall.Syscall(syscall.SYS_RECVMSG, uintptr(d.in.fd), uintptr(unsafe.Pointer(&msg)),
-		syscall.MSG_TRUNC|syscall.MSG_DONTWAIT)
-	clock := time.Now() // one reading of both clocks, to convert the kernel's wall-clock stamp
-	if errno != 0 {
-		if errno == syscall.EINTR {
-			return nil
-		}
-		return errno
-	}
-	if from.Pkttype == syscall.PACKET_OUTGOING {
-		return nil // our own transmission (or the link namespace's stack): never loop it
-	}
+// receiveBatch timestamps and schedules the k frames recvmmsg just put into the receive
+// slots; clock was read right after the call returned.
+func (d *direction) receiveBatch(k int, clock time.Time) {
 	readAt := int64(clock.Sub(clockBase))
-	arrival := arrivalTime(clock, d.oob[:msg.Controllen])
+	for i := 0; i < k; i++ {
+		if d.rx.names[i].Pkttype == syscall.PACKET_OUTGOING {
+			continue // our own transmission (or the link namespace's stack): never loop it
+		}
+		arrival := arrivalTime(clock, d.rx.control(i))
+		d.receive(i, int(d.rx.hdrs[i].len), readAt, arrival)
+	}
+}
+
+// receive handles the frame of n bytes (its real length, even if it was cut to the
+// buffer) in receive slot i: counts it, schedules it and, if it is to be delivered, moves
+// the slot's buffer into the FIFO.
+func (d *direction) receive(i, n int, readAt, arrival int64) {
 	d.stats.rxWait.record(readAt - arrival)
-	n := int(r) // with MSG_TRUNC: the real length even if it exceeded buf
 	d.stats.RxPackets.Add(1)
 	d.stats.RxBytes.Add(uint64(n))
 	if n > d.in.mtu+ethHeaderLen {
@@ -339,74 +358,76 @@ func (d *direction) receiveOne(buf []byte) error {
 			d.warn("%s: received a %d-byte frame on %s (MTU %d): offloads are on; run "+
 				"'ethtool -K IF tx off tso off gso off gro off' on both veth pairs", d.name, n, d.in.name, d.in.mtu)
 		}
-		if n > len(buf) {
-			d.stats.TxErrors.Add(1)
-			return nil
+		if n > len(d.rx.bufs[i]) {
+			d.stats.TxErrors.Add(1) // truncated: cannot be forwarded whole
+			return
 		}
 	}
 	// Overload: the frames already due but not yet sent are this forwarder's own backlog
-	// (egress slower than ingress). Bound it like any queue, by the spec's limit, instead of
+	// (egress slower than ingress). Bound it like any queue (overloadLimit) instead of
 	// letting TCP fill an unbounded FIFO with seconds of delay; count it separately so a run
 	// can tell that the emulator, not the emulated link, was the bottleneck.
 	if d.fifo.len() >= maxInFlight || d.fifo.countDue(readAt) >= d.limit {
 		d.stats.DroppedOverload.Add(1)
-		return nil
+		return
 	}
 	departure, verdict := d.sched.Schedule(arrival, n)
 	switch verdict {
 	case DropLoss:
 		d.stats.DroppedLoss.Add(1)
-		return nil
+		return
 	case DropQueue:
 		d.stats.DroppedQueue.Add(1)
-		return nil
+		return
 	}
-	var data []byte
-	if k := len(d.free); k > 0 && n <= smallFrame {
-		data, d.free = d.free[k-1][:n], d.free[:k-1]
-	} else {
-		data = make([]byte, n, max(n, smallFrame))
-	}
-	copy(data, buf[:n])
-	d.fifo.push(packet{data: data, departure: departure})
+	d.fifo.push(packet{data: d.rx.bufs[i][:n], departure: departure})
 	d.inFlight.Store(int64(d.fifo.len()))
-	return nil
+	var fresh []byte
+	if k := len(d.free); k > 0 {
+		fresh, d.free = d.free[k-1], d.free[:k-1]
+	} else {
+		fresh = make([]byte, d.bufSize)
+	}
+	d.rx.setBuf(i, fresh)
 }
 
-// sendDue writes out up to sendBatch queued frames whose departure time has come, and
-// reports whether more are due. Departures are non-decreasing (the scheduler keeps order), so
-// only the head needs checking.
+// sendDue writes out, in one sendmmsg, up to sendBatch queued frames whose departure time
+// has come, and reports whether more are due. Departures are non-decreasing (the scheduler
+// keeps order), so only the head needs checking.
 func (d *direction) sendDue() bool {
 	defer func() { d.inFlight.Store(int64(d.fifo.len())) }()
-	for sent := 0; d.fifo.len() > 0; sent++ {
+	now := monoNow()
+	d.txFrames, d.txPackets = d.txFrames[:0], d.txPackets[:0]
+	for d.fifo.len() > 0 && len(d.txFrames) < sendBatch {
 		p := *d.fifo.front() // a copy: pop clears the slot
-		now := monoNow()
 		if p.departure > now {
-			return false
-		}
-		if sent == sendBatch {
-			return true
+			break
 		}
 		d.fifo.pop()
 		d.stats.late.record(now - p.departure)
-		for {
-			_, err := syscall.Write(d.out.fd, p.data)
-			if err == syscall.EINTR {
-				continue
+		d.txFrames = append(d.txFrames, p.data)
+		d.txPackets = append(d.txPackets, p)
+	}
+	if len(d.txFrames) > 0 {
+		d.tx.send(d.out.fd, d.txFrames, d.sent)
+		for i, p := range d.txPackets {
+			if cap(p.data) == d.bufSize && len(d.free) < 4096 {
+				d.free = append(d.free, p.data[:cap(p.data)])
 			}
-			if err != nil {
-				d.stats.TxErrors.Add(1) // e.g. ENOBUFS: the peer veth's backlog is full
-			} else {
-				d.stats.TxPackets.Add(1)
-				d.stats.TxBytes.Add(uint64(len(p.data)))
-			}
-			break
-		}
-		if cap(p.data) == smallFrame && len(d.free) < 4096 {
-			d.free = append(d.free, p.data)
+			d.txFrames[i], d.txPackets[i] = nil, packet{}
 		}
 	}
-	return false
+	return d.fifo.len() > 0 && d.fifo.front().departure <= now
+}
+
+// sent accounts for frame i of the batch being sent.
+func (d *direction) sent(i int, errno syscall.Errno) {
+	if errno != 0 {
+		d.stats.TxErrors.Add(1) // e.g. ENOBUFS: the peer veth's backlog is full
+		return
+	}
+	d.stats.TxPackets.Add(1)
+	d.stats.TxBytes.Add(uint64(len(d.txFrames[i])))
 }
 
 // packetRing is a growable FIFO of packets.
