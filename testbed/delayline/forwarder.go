@@ -17,7 +17,7 @@ import (
 const (
 	ethPAll              = 0x0003
 	ethHeaderLen         = 14
-	packetIgnoreOutgoing = 23 // PACKET_IGNORE_OUTGOING, Linux 4.20+
+	packetIgnoreOutgoing = 23      // PACKET_IGNORE_OUTGOING, Linux 4.20+
 	smallFrame           = 2048    // smallest pooled buffer; covers MTU 1500 (and 2000) frames
 	maxInFlight          = 1 << 18 // frames held at once; beyond this: dropped_overload
 	// overloadSlack: with a rate, the forwarder's own backlog may hold this much time of
