@@ -93,6 +93,11 @@ class SimParams:
     burst_gap_s: float = 30.0
     v6_pool_layout: str = "spread"
     seed: int = 1
+    weak_trait_fraction: float = 0.1
+    weak_sites: int = 10
+    weak_first_rank: int = 30
+    weak_prob: float = 0.05
+    activity_sigma: float = 0.5
 
     def pool_size(self) -> int:
         """Alias pool for cgn/cfr-*: ``pool`` or subscribers / ``subscribers_per_alias``."""
@@ -120,9 +125,15 @@ class Trace:
     own_addr: np.ndarray | None = None
     own_prefix: dict[int, np.ndarray] | None = None
     own_family: np.ndarray | None = None
+    weak_trait: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.ts.size)
+
+    def weak_signal(self, p: SimParams) -> np.ndarray:
+        """Flows on the weak trait's sites (ordinary sites everybody visits, see workload)."""
+        lo = p.weak_first_rank - 1
+        return (self.site >= lo) & (self.site < lo + p.weak_sites)
 
 
 def mix64(x: np.ndarray, key: int) -> np.ndarray:
@@ -150,7 +161,17 @@ def generate_trace(p: SimParams) -> Trace:
     trait = np.zeros(s_n, dtype=bool)
     trait[rng.choice(s_n, size=int(round(p.trait_fraction * s_n)), replace=False)] = True
 
-    n_sess = rng.poisson(p.sessions_per_hour * p.duration_s / 3600.0, s_n)
+    # Weak trait and activity from their own stream (see workload.py). Sessions on trait sites
+    # come *on top of* ordinary ones (thinning: a trait household's ordinary visits are as
+    # many as anyone's), so the count of ordinary visits alone says nothing about the trait.
+    rng_w = np.random.default_rng([p.seed, 0x3EA4])
+    weak = np.zeros(s_n, dtype=bool)
+    weak[rng_w.choice(s_n, size=int(round(p.weak_trait_fraction * s_n)), replace=False)] = True
+    sig = p.activity_sigma
+    activity = rng_w.lognormal(-0.5 * sig * sig, sig, s_n) if sig > 0 else np.ones(s_n)
+    mult = activity / np.where(trait, 1.0 - p.sensitive_prob, 1.0)
+    mult /= np.where(weak, 1.0 - p.weak_prob, 1.0)
+    n_sess = rng.poisson(p.sessions_per_hour * p.duration_s / 3600.0 * mult)
     sess_hh = np.repeat(np.arange(s_n, dtype=np.int64), n_sess)
     ns = sess_hh.size
     sess_ts = rng.uniform(0.0, p.duration_s, ns)
@@ -158,6 +179,8 @@ def generate_trace(p: SimParams) -> Trace:
     sess_site = _zipf_sample(rng, p.sites, p.zipf_s, ns)
     go_sens = trait[sess_hh] & (rng.random(ns) < p.sensitive_prob)
     sess_site[go_sens] = p.sites + rng.integers(0, max(1, p.sensitive_sites), int(go_sens.sum()))
+    go_weak = weak[sess_hh] & ~go_sens & (rng_w.random(ns) < p.weak_prob)
+    sess_site[go_weak] = p.weak_first_rank - 1 + rng_w.integers(0, p.weak_sites, int(go_weak.sum()))
 
     # Resumption chains over sessions of one (device, site).
     n_site_codes = p.sites + max(1, p.sensitive_sites)
@@ -199,6 +222,7 @@ def generate_trace(p: SimParams) -> Trace:
         issued_ticket=chain,
         device_household=device_household,
         trait=trait,
+        weak_trait=weak,
     )
 
 

@@ -19,6 +19,16 @@ must contain exactly the structure real subscribers leak:
   each of their sessions goes, with probability ``sensitive_prob``, to one of a few
   "pineapple-pizza" sites instead. Households without the trait never visit those sites, so
   the ground truth of the trait is exact.
+* **Activity and thinning.** Households differ in how much they browse (log-normal
+  multiplier, ``activity_sigma``); trait-site sessions come on top of ordinary ones, so a
+  trait household makes as many ordinary visits as anyone (otherwise the mere count of
+  ordinary visits would reveal the trait, even under per-flow aliasing).
+* **A weak trait.** A fraction ``weak_trait_fraction`` of households (drawn independently)
+  shift their site mix: with probability ``weak_prob`` a session goes to one of
+  ``weak_sites`` ordinary sites (popularity ranks ``weak_first_rank`` ..), which everybody
+  else also visits at their Zipf rate. No site proves the trait; only the *rate* differs (by
+  a factor of about 3 with the defaults), which is what real interest profiles look like. It
+  draws from its own random stream, so the strong trait's records do not move with it.
 
 Addresses come from the caller (the testbed's address plan) as ``subscriber(i) -> (ipv4,
 ipv6_prefix56)`` or as a list of such pairs; ``example_address_plan`` exists only for tests and
@@ -79,6 +89,11 @@ class WorkloadParams:
     sensitive_prob: float = 0.25
     pages_per_site: int = 20
     subresource_prob: float = 0.9
+    weak_trait_fraction: float = 0.1
+    weak_sites: int = 10
+    weak_first_rank: int = 30
+    weak_prob: float = 0.05
+    activity_sigma: float = 0.5
 
     def __post_init__(self) -> None:
         if not 1 <= self.devices_min <= self.devices_max:
@@ -87,7 +102,21 @@ class WorkloadParams:
             raise ValueError("households, sites and duration_s must be positive")
         if self.temp_addr_lifetime_s <= 0:
             raise ValueError("temp_addr_lifetime_s must be positive")
-        for name in ("temp_addr_fraction", "v6_fraction", "trait_fraction", "sensitive_prob"):
+        if (
+            not 1
+            <= self.weak_first_rank
+            <= self.weak_first_rank + self.weak_sites - 1
+            <= self.sites
+        ):
+            raise ValueError("weak sites must be ranks within 1..sites")
+        for name in (
+            "temp_addr_fraction",
+            "v6_fraction",
+            "trait_fraction",
+            "sensitive_prob",
+            "weak_trait_fraction",
+            "weak_prob",
+        ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name}={v} is not a probability")
@@ -115,6 +144,7 @@ class Household:
     ipv6_prefix64: str
     trait: bool
     devices: list[Device] = field(default_factory=list)
+    weak_trait: bool = False
 
 
 def site_name(rank: int, n_sites: int) -> str:
@@ -174,11 +204,20 @@ class Workload:
     households: list[Household]
     records: list[dict]
 
+    def weak_site_names(self) -> list[str]:
+        """The ordinary sites whose visit rate the weak trait raises."""
+        p = self.params
+        return [
+            site_name(r, p.sites)
+            for r in range(p.weak_first_rank, p.weak_first_rank + p.weak_sites)
+        ]
+
     def household_table(self) -> dict:
         """JSON-able ground truth: households with trait flags, devices, sensitive sites."""
         return {
             "params": asdict(self.params),
             "sensitive_sites": list(self.params.sensitive_sites),
+            "weak_sites": self.weak_site_names(),
             "households": [
                 {
                     "household": h.household,
@@ -187,6 +226,7 @@ class Workload:
                     "ipv6_prefix56": h.ipv6_prefix56,
                     "ipv6_prefix64": h.ipv6_prefix64,
                     "trait": h.trait,
+                    "weak_trait": h.weak_trait,
                     "devices": [{"device": d.device, "iid_mode": d.iid_mode} for d in h.devices],
                 }
                 for h in self.households
@@ -210,12 +250,16 @@ def generate_workload(
     rng = np.random.default_rng(p.seed)
     n_trait = int(round(p.trait_fraction * p.households))
     trait_idx = set(rng.choice(p.households, size=n_trait, replace=False).tolist())
+    # The weak trait has its own stream: records of the strong-trait scenario stay as they were.
+    rng_w = np.random.default_rng([p.seed, 0x3EA4])
+    n_weak = int(round(p.weak_trait_fraction * p.households))
+    weak_idx = set(rng_w.choice(p.households, size=n_weak, replace=False).tolist())
     households: list[Household] = []
     for i in range(p.households):
         v4, v6_56 = _plan_lookup(address_plan, i)
         net64 = next(ipaddress.IPv6Network(v6_56).subnets(new_prefix=64))
         name = f"hh-{i:05d}"
-        hh = Household(name, name, v4, v6_56, str(net64), i in trait_idx)
+        hh = Household(name, name, v4, v6_56, str(net64), i in trait_idx, weak_trait=i in weak_idx)
         for d in range(int(rng.integers(p.devices_min, p.devices_max + 1))):
             dev = f"{name}-d{d}"
             mode = "temporary" if rng.random() < p.temp_addr_fraction else "stable"
@@ -223,12 +267,19 @@ def generate_workload(
             hh.devices.append(Device(dev, name, mode, _iid(p.seed, "stable", dev), phase))
         households.append(hh)
 
+    sig = p.activity_sigma
+    act = rng_w.lognormal(-0.5 * sig * sig, sig, p.households) if sig > 0 else np.ones(p.households)
+    activity = {h.household: float(a) for h, a in zip(households, act, strict=True)}
     probs = zipf_probabilities(p.sites, p.zipf_s)
     rate = p.sessions_per_device_per_hour / 3600.0
     records: list[dict] = []
     for hh in households:
         for dev in hh.devices:
-            n = int(rng.poisson(rate * p.duration_s))
+            # Trait-site sessions come on top of ordinary ones (thinning): a trait household
+            # makes as many ordinary visits as anyone, so their count says nothing.
+            mult = activity[hh.household] / ((1.0 - p.sensitive_prob) if hh.trait else 1.0)
+            mult /= (1.0 - p.weak_prob) if hh.weak_trait else 1.0
+            n = int(rng.poisson(rate * p.duration_s * mult))
             times = np.sort(rng.uniform(0.0, p.duration_s, n))
             fam6 = rng.random(n) < p.v6_fraction
             ranks = rng.choice(p.sites, size=n, p=probs) + 1
@@ -236,6 +287,9 @@ def generate_workload(
             sens_pick = rng.integers(0, len(p.sensitive_sites), n)
             pages = rng.integers(0, p.pages_per_site, n)
             subres = rng.random(n) < p.subresource_prob
+            go_weak = hh.weak_trait & (rng_w.random(n) < p.weak_prob)
+            weak_rank = p.weak_first_rank + rng_w.integers(0, p.weak_sites, n)
+            ranks = np.where(go_weak, weak_rank, ranks)
             for k in range(n):
                 family = 6 if fam6[k] else 4
                 t = round(float(times[k]), 6)

@@ -1,0 +1,404 @@
+"""The profiling adversary: infers a household trait from what the front door observes.
+
+Threat model (README "Threat model"): the front door sees each flow's source alias, port,
+start time, inner destination (it terminates ECH) and TLS resumption identities; it knows the
+policy, the pool, the public alias ranges, and that epochs exist, but it must *infer* the
+epoch length; and it can **name a household at every ordinary visit** (a login, an account
+page: any site outside the trait's signal sites). It cannot name the visits that carry the
+trait (those are what it wants to attribute).
+
+Cells (``adversary_cells``): flows the adversary believes share one sender in one period.
+Policy-aware: the IPv6 /56 (IPv4: the address) for policies that keep the subscriber's
+prefix (``route``, ``nptv6``, ``ipv6-temp``, ``cgn``'s routed IPv6), the alias address for
+the CFR pools; crossed with the epoch ``floor(t / L)`` for the epoch length ``L`` inferred
+per IP family by ``infer_epoch``.
+
+Epoch inference (``infer_epoch``), per family, from a list of candidate lengths (no length is
+given to it; "no rotation" is a possible answer):
+
+* *Alias lifetimes* (needs no names): the relay derives fresh IPv6 aliases every epoch, so
+  for the true ``L`` (and its multiples) every alias's flows fall into one bucket
+  ``floor(t / L)``. The smallest candidate under which >= 99 % of the aliases seen twice are
+  contained is the estimate.
+* *Named consistency* (needs the names of ordinary visits; finds IPv4 epochs, whose pool
+  addresses never change): the share of pairs of one household's named flows in one bucket
+  that used the same alias. Up to the true epoch it stays at its maximum (1 under
+  ``cfr-epoch``); longer buckets span a rotation and lose it. The estimate is the longest
+  candidate within 10 % of the best; if "no epoch" is within 10 %, there is no rotation
+  worth modelling (route, cgn: the alias never moves; cfr-flow: it moves every flow, at
+  any length).
+
+Named-household likelihood ratio (``named_household_scores``): signal flows (visits to the
+trait's sites) arrive at ``lam1`` per ordinary visit for a trait household and ``lam0`` for
+the others (Poisson; the adversary knows these rates and the prevalence, i.e. it has a
+labelled panel: the worst case). In a cell holding ``a_hc`` named visits of household h and
+``s_c`` signal flows, the expected signal is ``sum_h a_hc lam(h) + eta``; ``eta`` is the
+signal of senders not named in that cell, estimated from how often cells are shared (0 when
+the named flows say cells are never shared, as under ``route``). The household's
+log-likelihood ratio pools *every* cell holding one of its ordinary visits; the other
+households' unknown traits enter by mean field (a few fixed-point iterations of their
+posteriors). A signal flow in a cell where only h can have produced it is *certain*
+evidence (ratio infinite); scores rank certain households first.
+
+``oracle_scores`` is the same statistic with every flow attributed to its true household
+(cells = households): the Bayes-optimal ceiling under this behaviour model. The adversary
+reaches it exactly when its cells are pure (``route``).
+
+``classifier_scores``: an adversary that does not know which sites carry the trait. Per
+household, the site-count vectors of the cells holding its named visits, weighted by its
+share of the cell's named visits, Hellinger-normalised; logistic regression
+(scikit-learn) scored out-of-fold (stratified 5-fold), so no household is scored by a model
+that saw its label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from benchmarks.linkability.flows import FlowTable
+from benchmarks.linkability.metrics import combine, dense, group_counts
+from benchmarks.linkability.rocstats import resamples_for, roc_summary
+
+CANDIDATE_EPOCHS_S: tuple[float, ...] = (
+    1,
+    2,
+    5,
+    10,
+    15,
+    20,
+    30,
+    60,
+    120,
+    300,
+    600,
+    900,
+    1800,
+    3600,
+    7200,
+    14400,
+    21600,
+    43200,
+    86400,
+)
+PREFIX_POLICIES = ("route", "nptv6", "ipv6-temp", "cgn")
+POOL_POLICIES = ("cfr-flow", "cfr-epoch")
+FAMILIES = (4, 6)
+
+
+@dataclass
+class EpochEstimate:
+    """Inferred epoch length per family (None: no rotation found) and the evidence."""
+
+    by_family: dict[int, float | None]
+    method: dict[int, str]
+    containment: dict[int, dict[float, float]] = field(default_factory=dict)
+    purity: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _bucket(ts: np.ndarray, length: float | None) -> np.ndarray:
+    if length is None or not np.isfinite(length):
+        return np.zeros(ts.size, dtype=np.int64)
+    return np.floor(ts / length).astype(np.int64)
+
+
+def _containment(ts: np.ndarray, alias: np.ndarray, length: float) -> float:
+    """Share of aliases seen at least twice whose flows all fall in one bucket."""
+    a, k = dense(alias)
+    if k == 0:
+        return float("nan")
+    cnt = np.bincount(a, minlength=k)
+    b = _bucket(ts, length)
+    lo = np.full(k, np.iinfo(np.int64).max)
+    hi = np.full(k, np.iinfo(np.int64).min)
+    np.minimum.at(lo, a, b)
+    np.maximum.at(hi, a, b)
+    multi = cnt >= 2
+    return float((lo[multi] == hi[multi]).mean()) if multi.any() else float("nan")
+
+
+def _consistency(ts: np.ndarray, alias: np.ndarray, hh: np.ndarray, length: float | None) -> float:
+    """P(two named flows of one household in one bucket used the same alias)."""
+    hb = combine(hh, _bucket(ts, length))
+    _, sizes = group_counts(hb)
+    _, same = group_counts(combine(dense(hb)[0], alias))
+    pairs = float(np.sum(sizes * (sizes - 1.0)))
+    return float(np.sum(same * (same - 1.0)) / pairs) if pairs > 0 else float("nan")
+
+
+def cell_key(ft: FlowTable, policy: str | None) -> np.ndarray:
+    """The policy-aware sender key: alias address for CFR pools, else the /56 (IPv4: address)."""
+    if policy in POOL_POLICIES or 56 not in ft.prefix:
+        return np.asarray(ft.addr, dtype=np.int64)
+    return np.asarray(ft.prefix[56], dtype=np.int64)
+
+
+def infer_epoch(
+    ft: FlowTable,
+    named: np.ndarray | None = None,
+    candidates: tuple[float, ...] = CANDIDATE_EPOCHS_S,
+    tolerance: float = 0.10,
+    key: np.ndarray | None = None,
+) -> EpochEstimate:
+    """Epoch length per IP family from the observations (see module docstring).
+
+    ``key`` is the sender key whose rotation is looked for (``cell_key``; default the
+    address)."""
+    key = np.asarray(ft.addr if key is None else key, dtype=np.int64)
+    span = float(ft.ts.max() - ft.ts.min()) if len(ft) else 0.0
+    cands = [float(c) for c in candidates if c < span]
+    named = np.ones(len(ft), dtype=bool) if named is None else np.asarray(named, dtype=bool)
+    est: dict[int, float | None] = {}
+    method: dict[int, str] = {}
+    cont_all: dict[int, dict[float, float]] = {}
+    pur_all: dict[int, dict[str, float]] = {}
+    for fam in FAMILIES:
+        m = ft.family == fam
+        est[fam], method[fam] = None, "none"
+        if m.sum() < 2 or not cands:
+            continue
+        ts, alias = ft.ts[m], key[m]
+        # A lifetime estimate needs at least three buckets in the trace to mean anything.
+        cont = {c: _containment(ts, alias, c) for c in cands if c <= span / 3}
+        cont_all[fam] = cont
+        contained = [c for c in cont if np.isfinite(cont[c]) and cont[c] >= 0.99]
+        # Lifetimes only say something if the shortest candidate does *not* contain them.
+        if contained and np.isfinite(cont[cands[0]]) and cont[cands[0]] < 0.99:
+            est[fam], method[fam] = contained[0], "alias lifetimes"
+            continue
+        mn = m & named & (ft.household >= 0)
+        if mn.sum() < 2:
+            continue
+        tsn, an, hn = ft.ts[mn], key[mn], ft.household[mn]
+        con = {c: _consistency(tsn, an, hn, c) for c in cands}
+        c_inf = _consistency(tsn, an, hn, None)
+        pur_all[fam] = {**{f"{c:g}": v for c, v in con.items()}, "none": c_inf}
+        finite = [v for v in con.values() if np.isfinite(v)]
+        if not finite:
+            continue
+        best = max(finite + ([c_inf] if np.isfinite(c_inf) else []))
+        if np.isfinite(c_inf) and c_inf >= (1 - tolerance) * best:
+            method[fam] = "named consistency: no rotation"
+            continue
+        ok = [c for c in cands if np.isfinite(con[c]) and con[c] >= (1 - tolerance) * best]
+        if ok:
+            est[fam], method[fam] = ok[-1], "named consistency"
+    return EpochEstimate(est, method, cont_all, pur_all)
+
+
+def adversary_cells(
+    ft: FlowTable, policy: str | None, epoch: EpochEstimate | dict[int, float | None] | None
+) -> np.ndarray:
+    """Cell id per flow: (policy-aware key, family, epoch bucket) (see module docstring)."""
+    key = cell_key(ft, policy)
+    lengths = epoch.by_family if isinstance(epoch, EpochEstimate) else (epoch or {})
+    bucket = np.zeros(len(ft), dtype=np.int64)
+    for fam in FAMILIES:
+        m = ft.family == fam
+        if m.any():
+            b = _bucket(ft.ts[m], lengths.get(fam))
+            bucket[m] = b - b.min()
+    return dense(combine(combine(key, ft.family.astype(np.int64)), bucket))[0]
+
+
+@dataclass
+class Rates:
+    """Behaviour model the adversary knows: signal per ordinary visit, prevalence."""
+
+    lam1: float
+    lam0: float
+    prior: float
+
+
+def true_rates(ft: FlowTable, trait: np.ndarray, signal: np.ndarray, named: np.ndarray) -> Rates:
+    """The rates from the ground truth (the labelled-panel adversary of the threat model)."""
+    n = trait.size
+    s = np.bincount(ft.household[signal], minlength=n).astype(float)
+    a = np.bincount(ft.household[named], minlength=n).astype(float)
+    t = np.asarray(trait, dtype=bool)
+    lam1 = s[t].sum() / max(a[t].sum(), 1.0)
+    lam0 = s[~t].sum() / max(a[~t].sum(), 1.0)
+    return Rates(float(lam1), float(lam0), float(t.mean()) if n else 0.0)
+
+
+def named_household_scores(
+    ft: FlowTable,
+    cells: np.ndarray,
+    signal: np.ndarray,
+    named: np.ndarray,
+    n_households: int,
+    rates: Rates,
+    iterations: int = 4,
+    shared: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(score per household code, evaluated mask); see module docstring."""
+    signal = np.asarray(signal, dtype=bool)
+    named = np.asarray(named, dtype=bool) & (ft.household >= 0)
+    c, n_c = dense(cells)
+    s_c = np.bincount(c[signal], minlength=n_c).astype(np.float64)
+    keys, pa = group_counts(combine(c[named], ft.household[named]))
+    nh = int(ft.household[named].max()) + 1 if named.any() else 1
+    pc, ph = keys // nh, keys % nh
+    pa = pa.astype(np.float64)
+    if pc.size and ph.max() >= n_households:
+        raise ValueError("household codes exceed n_households")
+    a_c = np.bincount(pc, weights=pa, minlength=n_c)
+    # Sharing as the named flows show it: pairs of named flows in a cell from two households.
+    pairs = float(np.sum(a_c * (a_c - 1.0)))
+    purity = float(np.sum(pa * (pa - 1.0)) / pairs) if pairs > 0 else 1.0
+    if shared is None:
+        shared = purity < 0.999
+    anchored = a_c > 0
+    mean_signal = float(s_c[anchored].mean()) if anchored.any() else 0.0
+    eta = (1.0 - purity) * mean_signal if shared else 0.0
+    lam1, lam0 = rates.lam1, rates.lam0
+    logit_prior = np.log(max(rates.prior, 1e-9) / max(1 - rates.prior, 1e-9))
+    pi = np.full(n_households, rates.prior)
+    llr = np.zeros(n_households)
+    certain = np.zeros(n_households)
+    sc = s_c[pc]
+    for _ in range(max(1, iterations)):
+        r = pi * lam1 + (1 - pi) * lam0
+        m_c = np.bincount(pc, weights=pa * r[ph], minlength=n_c)
+        others = np.maximum(m_c[pc] - pa * r[ph], 0.0) + eta
+        num = others + pa * lam1
+        den = others + pa * lam0
+        sure = (sc > 0) & (den <= 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(sure | (sc == 0), 0.0, sc * (np.log(num) - np.log(den)))
+        term = ratio - pa * (lam1 - lam0)
+        llr = np.bincount(ph, weights=term, minlength=n_households)
+        certain = np.bincount(ph, weights=sure.astype(float), minlength=n_households)
+        z = np.clip(llr + logit_prior, -50, 50)
+        pi = np.where(certain > 0, 1.0, 1.0 / (1.0 + np.exp(-z)))
+        pi = np.clip(pi, 1e-9, 1 - 1e-12)
+    evaluated = np.bincount(ph, minlength=n_households) > 0
+    big = 2.0 * float(np.abs(llr).max(initial=0.0)) + 1.0
+    score = np.where(certain > 0, big + llr, llr)
+    return score, evaluated
+
+
+def oracle_scores(
+    ft: FlowTable, signal: np.ndarray, named: np.ndarray, n_households: int, rates: Rates
+) -> tuple[np.ndarray, np.ndarray]:
+    """The Bayes-optimal ceiling: the same statistic with every flow's true household."""
+    lab = ft.household >= 0
+    return named_household_scores(
+        ft.subset(lab) if not lab.all() else ft,
+        ft.household[lab],
+        np.asarray(signal)[lab],
+        np.asarray(named)[lab],
+        n_households,
+        rates,
+        iterations=1,
+        shared=False,
+    )
+
+
+def classifier_scores(
+    ft: FlowTable,
+    cells: np.ndarray,
+    named: np.ndarray,
+    trait: np.ndarray,
+    evaluated: np.ndarray,
+    seed: int = 0,
+    max_households: int = 20_000,
+    folds: int = 5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold logistic-regression scores from per-cell site-count vectors.
+
+    Returns (score per household code, mask of households actually scored: evaluated ones,
+    subsampled to ``max_households`` to bound the cost at ISP scale).
+    """
+    from scipy.sparse import coo_matrix
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    n_h = trait.size
+    trait = np.asarray(trait, dtype=bool)
+    chosen = np.flatnonzero(evaluated)
+    rng = np.random.default_rng(seed)
+    if chosen.size > max_households:
+        chosen = np.sort(rng.choice(chosen, max_households, replace=False))
+    mask = np.zeros(n_h, dtype=bool)
+    mask[chosen] = True
+    scores = np.full(n_h, np.nan)
+    y = trait[chosen]
+    n_splits = min(folds, int(y.sum()), int((~y).sum()))
+    if n_splits < 2:
+        return scores, np.zeros(n_h, dtype=bool)
+    c, n_c = dense(cells)
+    site, n_s = dense(ft.site)
+    named = np.asarray(named, dtype=bool) & (ft.household >= 0)
+    keys, cnt = group_counts(combine(c[named], ft.household[named]))
+    pc, ph = keys // n_h, keys % n_h
+    a_c = np.bincount(pc, weights=cnt, minlength=n_c)
+    keep = mask[ph]
+    row = dense(np.concatenate((chosen, ph[keep])))[0][chosen.size :]
+    w = coo_matrix((cnt[keep] / a_c[pc[keep]], (row, pc[keep])), shape=(chosen.size, n_c)).tocsr()
+    cs = coo_matrix((np.ones(len(ft)), (c, site)), shape=(n_c, n_s)).tocsr()
+    feats = (w @ cs).tocsr()
+    tot = np.asarray(feats.sum(axis=1)).ravel()
+    inv = np.divide(1.0, tot, out=np.zeros_like(tot), where=tot > 0)
+    feats = feats.multiply(inv[:, None]).tocsr()
+    feats.data = np.sqrt(feats.data)
+    clf = LogisticRegression(C=1.0, max_iter=300, class_weight="balanced")
+    cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    oof = cross_val_predict(clf, feats, y, cv=cv, method="decision_function")
+    scores[chosen] = oof
+    return scores, mask
+
+
+@dataclass
+class TraitSpec:
+    """One trait: per-household truth and the flows that carry its signal."""
+
+    name: str
+    trait: np.ndarray
+    signal: np.ndarray
+
+
+def trait_attack(
+    ft: FlowTable,
+    traits: list[TraitSpec],
+    policy: str | None,
+    epoch: EpochEstimate | None = None,
+    classifier: bool = True,
+    seed: int = 0,
+    resamples: int | None = None,
+) -> dict:
+    """Every trait adversary on one policy's flows; ROC figures with bootstrap CIs.
+
+    ``named`` (the visits the adversary can name) are the flows outside every trait's signal
+    sites. Per trait: the named-household adversary, the classifier, and the oracle ceiling;
+    plus the inferred epoch lengths.
+    """
+    ft = ft if (ft.household >= 0).all() else ft.labelled()
+    any_signal = np.zeros(len(ft), dtype=bool)
+    for t in traits:
+        any_signal |= np.asarray(t.signal, dtype=bool)
+    named = ~any_signal
+    epoch = epoch if epoch is not None else infer_epoch(ft, named, key=cell_key(ft, policy))
+    cells = adversary_cells(ft, policy, epoch)
+    out: dict = {"epoch": epoch.as_dict(), "cells": int(cells.max(initial=-1) + 1)}
+    for t in traits:
+        n_h = t.trait.size
+        rates = true_rates(ft, t.trait, t.signal, named)
+        adv, ev = named_household_scores(ft, cells, t.signal, named, n_h, rates)
+        orc, ev_o = oracle_scores(ft, t.signal, named, n_h, rates)
+        ev = ev & ev_o
+        b = resamples if resamples is not None else resamples_for(int(ev.sum()))
+        res: dict = {
+            "rates": asdict(rates),
+            "named_household": roc_summary(adv[ev], t.trait[ev], resamples=b, seed=seed),
+            "oracle": roc_summary(orc[ev], t.trait[ev], resamples=b, seed=seed),
+        }
+        if classifier:
+            cs, cm = classifier_scores(ft, cells, named, t.trait, ev, seed=seed)
+            res["classifier"] = roc_summary(cs[cm], t.trait[cm], resamples=b, seed=seed)
+        out[t.name] = res
+    return out
