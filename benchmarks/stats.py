@@ -1,17 +1,27 @@
-"""Statistics for benchmark samples: medians, tail percentiles, bootstrap confidence
-intervals, the TOST equivalence test and Mann-Whitney.
+"""Statistics for benchmark samples: medians, tail percentiles, distribution-free confidence
+intervals, the equivalence test (TOST) and Mann-Whitney.
 
 Why these: latency samples are skewed and heavy-tailed (retransmits, scheduling on a shared
-machine), so medians and percentile-bootstrap CIs are used instead of means and t-intervals.
+machine), so medians and rank methods are used instead of means and t-intervals. Every
+interval a verdict rests on is distribution-free:
+- the median's CI is made of order statistics, interpolated (Hettmansperger & Sheather 1986)
+  so that its coverage is close to nominal at small n instead of the 97-98% of the plain
+  binomial interval at n = 10 (or the ~74% of a percentile bootstrap at n = 3); below the n
+  at which any order-statistic interval reaches the level (6 at 95%, 5 at 90%) there is no
+  interval, and callers report `insufficient data`;
+- a shift between two paths is a Hodges-Lehmann estimate: on paired per-block differences
+  with the exact signed-rank CI (the runner measures every path once per block), or on two
+  independent samples with the Mann-Whitney CI.
 "No added delay" is a claim of *equivalence*, which a non-significant difference test cannot
-support; two one-sided tests (TOST) against a stated margin can. All resampling is seeded and
-vectorized (5,000 resamples of 1,000 samples in a fraction of a second).
+support; two one-sided tests (TOST) against a stated margin can. The bootstrap helpers stay
+for the regression gate's comparisons of two runs (ci/gate.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -19,7 +29,8 @@ from scipy import stats as sps
 
 DEFAULT_RESAMPLES = 5000
 DEFAULT_LEVEL = 0.95
-#: Fewer samples than this: no CI (a bootstrap of one value is a point, not an interval).
+#: Fewer samples than this: no bootstrap CI (kept for the gate's run-to-run bootstrap; the
+#: verdicts use `median_ci_min_n` / the signed-rank minimum instead).
 MIN_N = 2
 #: Cap on elements per vectorized chunk (resamples x n), to bound memory (~32 MB of float64).
 _CHUNK_ELEMENTS = 4_000_000
@@ -125,81 +136,156 @@ def percentile_ci(boot: Array, level: float, resamples: int | None = None) -> CI
     return CI(float(lo), float(hi), level, resamples=resamples)
 
 
-def median_ci(
-    x: Sequence[float] | Array, level: float = DEFAULT_LEVEL,
-    resamples: int = DEFAULT_RESAMPLES, seed: int | np.random.Generator | None = 0,
-) -> CI:
-    """Percentile-bootstrap CI of the median of x."""
-    a = as_array(x)
-    if a.size < MIN_N:
-        return CI(None, None, level, resamples=resamples)
-    return percentile_ci(bootstrap_medians(a, resamples, seed), level, resamples)
+@lru_cache(maxsize=512)
+def _binom_half_cdf(n: int) -> Array:
+    """P(B <= j) for j = 0..n, B ~ Binomial(n, 1/2) (cached: read-only)."""
+    cdf = sps.binom.cdf(np.arange(n + 1), n, 0.5)
+    cdf.setflags(write=False)
+    return cdf
 
 
-@dataclass(frozen=True)
-class PairBootstrap:
-    """Bootstrap distributions of median(B) - median(A) and median(B) / median(A)."""
-
-    median_a: float
-    median_b: float
-    diff: Array
-    ratio: Array
-    resamples: int
-
-    @property
-    def diff_value(self) -> float:
-        return self.median_b - self.median_a
-
-    @property
-    def ratio_value(self) -> float | None:
-        return None if self.median_a == 0 else self.median_b / self.median_a
-
-    def diff_ci(self, level: float = DEFAULT_LEVEL) -> CI:
-        return percentile_ci(self.diff, level, self.resamples)
-
-    def ratio_ci(self, level: float = DEFAULT_LEVEL) -> CI:
-        return percentile_ci(self.ratio, level, self.resamples)
+def _order_coverage(n: int, k: int, cdf: Array) -> float:
+    """Coverage of [X_(k), X_(n-k+1)] (1-based order statistics) for the median of any
+    continuous distribution: P(k <= B <= n - k) = 1 - 2 P(B <= k - 1)."""
+    return float(1.0 - 2.0 * cdf[k - 1])
 
 
-def pair_bootstrap(
+def median_ci_min_n(level: float = DEFAULT_LEVEL) -> int:
+    """Smallest n with an order-statistic CI of the median at `level` (the widest interval,
+    [min, max], covers with probability 1 - 2^(1-n)): 6 at 95%, 5 at 90%."""
+    n = 1
+    while 1.0 - 2.0 ** (1 - n) < level - 1e-12:
+        n += 1
+    return n
+
+
+def median_ci(x: Sequence[float] | Array, level: float = DEFAULT_LEVEL) -> CI:
+    """Distribution-free CI of the median of x: order statistics interpolated after
+    Hettmansperger & Sheather (1986).
+
+    The plain binomial interval [X_(k), X_(n-k+1)] jumps between coverages (at n = 10:
+    97.9% or 89.1%); interpolating between the k-th and (k+1)-th order statistics with their
+    weight lambda brings the coverage to about the nominal level (exactly for symmetric
+    distributions, within a point or two otherwise; see the simulation in
+    tests/unit/test_bench_stats.py). Bounds are None when n < median_ci_min_n(level)."""
+    a = np.sort(as_array(x))
+    n = a.size
+    method = "order statistics (Hettmansperger-Sheather)"
+    if n < median_ci_min_n(level):
+        return CI(None, None, level, method=method, resamples=0)
+    cdf = _binom_half_cdf(n)
+    k = 1  # the largest k whose interval still covers with at least `level`
+    while k + 1 <= n // 2 and _order_coverage(n, k + 1, cdf) >= level:
+        k += 1
+    g_k = _order_coverage(n, k, cdf)
+    if k + 1 > (n + 1) // 2 or g_k <= level + 1e-12:
+        return CI(float(a[k - 1]), float(a[n - k]), level, method=method, resamples=0)
+    g_next = _order_coverage(n, k + 1, cdf)
+    # lambda = 0 keeps [X_(k), X_(n-k+1)], lambda = 1 moves in to [X_(k+1), X_(n-k)]
+    share = (g_k - level) / (g_k - g_next)
+    lam = (n - k) * share / (k + (n - 2 * k) * share)
+    low = (1.0 - lam) * a[k - 1] + lam * a[k]
+    high = (1.0 - lam) * a[n - k] + lam * a[n - k - 1]
+    return CI(float(low), float(high), level, method=method, resamples=0)
+
+
+def pair_medians(
     a: Sequence[float] | Array, b: Sequence[float] | Array,
     resamples: int = DEFAULT_RESAMPLES, seed: int | np.random.Generator | None = 0,
-) -> PairBootstrap | None:
-    """Independent resampling of both samples (the paths ran interleaved, not paired);
+) -> tuple[Array, Array] | None:
+    """Bootstrap medians of two independent samples (for the gate's run-to-run checks);
     None if either has fewer than MIN_N samples."""
     xa, xb = as_array(a), as_array(b)
     if xa.size < MIN_N or xb.size < MIN_N:
         return None
     rng = rng_for(seed)
-    ma = bootstrap_medians(xa, resamples, rng)
-    mb = bootstrap_medians(xb, resamples, rng)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = mb / ma
-    return PairBootstrap(float(np.median(xa)), float(np.median(xb)), mb - ma, ratio, resamples)
+    return bootstrap_medians(xa, resamples, rng), bootstrap_medians(xb, resamples, rng)
 
 
-def diff_ci(
-    a: Sequence[float] | Array, b: Sequence[float] | Array, level: float = DEFAULT_LEVEL,
-    resamples: int = DEFAULT_RESAMPLES, seed: int | np.random.Generator | None = 0,
-) -> CI:
-    """CI of median(B) - median(A)."""
-    pb = pair_bootstrap(a, b, resamples, seed)
-    return pb.diff_ci(level) if pb else CI(None, None, level, resamples=resamples)
+# ----------------------------------------------------------------------------- shifts
 
 
-def ratio_ci(
-    a: Sequence[float] | Array, b: Sequence[float] | Array, level: float = DEFAULT_LEVEL,
-    resamples: int = DEFAULT_RESAMPLES, seed: int | np.random.Generator | None = 0,
-) -> CI:
-    """CI of median(B) / median(A) (None bounds if a resampled median of A is 0)."""
-    pb = pair_bootstrap(a, b, resamples, seed)
-    return pb.ratio_ci(level) if pb else CI(None, None, level, resamples=resamples)
+@dataclass(frozen=True)
+class Shift:
+    """Hodges-Lehmann shift of B relative to A with its distribution-free CI."""
+
+    estimate: float | None
+    ci: CI
+    #: paired differences used (paired) or min(n_A, n_B) (two-sample)
+    n: int
+    paired: bool
+
+
+def paired_shift(d: Sequence[float] | Array, level: float = DEFAULT_LEVEL) -> Shift:
+    """Shift from per-block differences B - A (or log ratios): one-sample Hodges-Lehmann
+    with the exact signed-rank CI. Pairing within a block cancels the drift both paths saw."""
+    x = as_array(d)
+    if x.size == 0:
+        return Shift(None, CI(None, None, level, method="Hodges-Lehmann, exact signed-rank",
+                              resamples=0), 0, True)
+    est, ci = hodges_lehmann(x, level)
+    return Shift(est, ci, int(x.size), True)
+
+
+@lru_cache(maxsize=256)
+def mann_whitney_null_cdf(m: int, n: int) -> Array:
+    """P(U <= u) for u = 0..m*n under the null of the Mann-Whitney test (no ties).
+
+    The counts are the coefficients of the Gaussian binomial [m+n choose m]_q, built factor
+    by factor: multiply by (1 - q^(n+i)), divide by (1 - q^i) (a strided running sum)."""
+    size = m * n + 1
+    c = np.zeros(size)
+    c[0] = 1.0
+    for i in range(1, m + 1):
+        shift = n + i
+        if shift < size:
+            c[shift:] = c[shift:] - c[:size - shift].copy()
+        for u in range(i, size):
+            c[u] += c[u - i]
+    c = np.maximum(c, 0.0)
+    cdf = np.cumsum(c) / c.sum()
+    cdf.setflags(write=False)  # cached
+    return cdf
+
+
+#: Above this many pairs (m*n) the Mann-Whitney CI uses the normal approximation.
+MW_EXACT_MAX_PAIRS = 2500
+
+
+def two_sample_shift(a: Sequence[float] | Array, b: Sequence[float] | Array,
+                     level: float = DEFAULT_LEVEL) -> Shift:
+    """Shift of B relative to A from two independent samples: median of all pairwise
+    differences B_j - A_i (Hodges-Lehmann) with the Mann-Whitney CI (Hollander & Wolfe
+    4.3): the C-th smallest and C-th largest differences, C from the exact null of U
+    (normal approximation beyond MW_EXACT_MAX_PAIRS pairs). Assumes the two distributions
+    differ by a shift only."""
+    xa, xb = as_array(a), as_array(b)
+    method = "Hodges-Lehmann, Mann-Whitney"
+    m, n = xa.size, xb.size
+    if m == 0 or n == 0:
+        return Shift(None, CI(None, None, level, method=method, resamples=0), 0, False)
+    diffs = np.sort((xb[None, :] - xa[:, None]).ravel())
+    est = float(np.median(diffs))
+    tail = (1.0 - level) / 2.0
+    if m * n <= MW_EXACT_MAX_PAIRS:
+        c = int(np.count_nonzero(mann_whitney_null_cdf(m, n) <= tail + 1e-12))
+    else:
+        sd = np.sqrt(m * n * (m + n + 1) / 12.0)
+        c = int(np.floor(m * n / 2.0 - sps.norm.ppf(1.0 - tail) * sd - 0.5)) + 1
+    if c <= 0:
+        return Shift(est, CI(None, None, level, method=method, resamples=0), min(m, n), False)
+    return Shift(est, CI(float(diffs[c - 1]), float(diffs[diffs.size - c]), level,
+                         method=method, resamples=0), min(m, n), False)
 
 
 # ----------------------------------------------------------------------------- equivalence
 
 EQUIVALENT = "equivalent"
+#: the pre-sequential word for an inconclusive test; analyses now say UNDECIDED (old results
+#: files and baselines still carry it)
 NOT_EQUIVALENT = "not equivalent"
+UNDECIDED = "undecided"
+REPORT_ONLY = "report only"
 SLOWER = "slower"
 FASTER = "faster"
 INSUFFICIENT = "insufficient data"
@@ -227,13 +313,12 @@ def interval_verdict(low: float | None, high: float | None, lo_bound: float,
 
 @dataclass(frozen=True)
 class TostResult:
-    """TOST on the difference of medians B - A against +-margin."""
+    """TOST on the shift of B relative to A against +-margin."""
 
     margin: float
     alpha: float
     difference: float | None
     ci: CI
-    p_value: float | None
     verdict: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,74 +328,38 @@ class TostResult:
             "alpha": self.alpha,
             "difference": self.difference,
             "ci": self.ci.to_dict(),
-            "p_value": self.p_value,
             "verdict": self.verdict,
         }
 
 
-def tost_from_bootstrap(pb: PairBootstrap | None, margin: float, alpha: float = 0.05,
-                        resamples: int = DEFAULT_RESAMPLES) -> TostResult:
-    """TOST from an existing pair bootstrap (so the 95% and 90% CIs share one resampling).
-
-    Equivalent iff the (1 - 2 alpha) CI of the difference lies within [-margin, +margin]
-    (two one-sided tests at alpha). Otherwise "slower" if the CI lies wholly above 0, "faster"
-    if wholly below 0, else "not equivalent". The p-value is the bootstrap max of the two
-    one-sided p-values, for information."""
-    level = 1.0 - 2.0 * alpha
-    if pb is None:
-        return TostResult(margin, alpha, None, CI(None, None, level, resamples=resamples),
-                          None, INSUFFICIENT)
-    ci = pb.diff_ci(level)
-    p_low = float(np.mean(pb.diff <= -margin))
-    p_high = float(np.mean(pb.diff >= margin))
-    raw = interval_verdict(ci.low, ci.high, -margin, margin, 0.0)
+def tost_from_shift(shift: Shift, margin: float, alpha: float = 0.05) -> TostResult:
+    """Equivalent iff the shift's (1 - 2 alpha) CI lies within [-margin, +margin] (two
+    one-sided tests at alpha); else "slower"/"faster" if it excludes 0 on that side; else
+    "not equivalent"; "insufficient data" without a CI."""
+    raw = interval_verdict(shift.ci.low, shift.ci.high, -margin, margin, 0.0)
     verdict = {"above": SLOWER, "below": FASTER}.get(raw, raw)
-    return TostResult(margin, alpha, pb.diff_value, ci, max(p_low, p_high), verdict)
+    return TostResult(margin, alpha, shift.estimate, shift.ci, verdict)
 
 
 def tost(
     a: Sequence[float] | Array, b: Sequence[float] | Array, margin: float | None = None, *,
     abs_margin: float = 0.1, rel_margin: float = 0.01, alpha: float = 0.05,
-    resamples: int = DEFAULT_RESAMPLES, seed: int | np.random.Generator | None = 0,
+    paired: bool = False,
 ) -> TostResult:
-    """Is median(B) equivalent to median(A) within margin (default max(abs, rel * median A))?"""
-    pb = pair_bootstrap(a, b, resamples, seed)
-    if margin is None:
-        margin = default_margin(pb.median_a if pb else 0.0, abs_margin, rel_margin)
-    return tost_from_bootstrap(pb, margin, alpha, resamples)
-
-
-@dataclass(frozen=True)
-class RatioTestResult:
-    """Equivalence of median(B)/median(A) with 1 within +-margin (relative)."""
-
-    margin: float
-    alpha: float
-    ratio: float | None
-    ci: CI
-    verdict: str  # equivalent | higher | lower | not equivalent | insufficient data
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "test": "ratio",
-            "margin": self.margin,
-            "alpha": self.alpha,
-            "ratio": self.ratio,
-            "ci": self.ci.to_dict(),
-            "verdict": self.verdict,
-        }
-
-
-def ratio_test_from_bootstrap(pb: PairBootstrap | None, margin: float, alpha: float = 0.05,
-                              resamples: int = DEFAULT_RESAMPLES) -> RatioTestResult:
+    """Is B equivalent to A within margin (default max(abs, rel * median A))? `paired`: a
+    and b are aligned per block (paired Hodges-Lehmann), else two independent samples."""
+    xa, xb = as_array(a), as_array(b)
     level = 1.0 - 2.0 * alpha
-    if pb is None:
-        return RatioTestResult(margin, alpha, None, CI(None, None, level, resamples=resamples),
-                               INSUFFICIENT)
-    ci = pb.ratio_ci(level)
-    raw = interval_verdict(ci.low, ci.high, 1.0 - margin, 1.0 + margin, 1.0)
-    verdict = {"above": "higher", "below": "lower"}.get(raw, raw)
-    return RatioTestResult(margin, alpha, pb.ratio_value, ci, verdict)
+    if paired:
+        if xa.size != xb.size:
+            raise ValueError("paired TOST needs samples of equal length")
+        shift = paired_shift(xb - xa, level)
+    else:
+        shift = two_sample_shift(xa, xb, level)
+    if margin is None:
+        margin = default_margin(float(np.median(xa)) if xa.size else 0.0, abs_margin,
+                                rel_margin)
+    return tost_from_shift(shift, margin, alpha)
 
 
 def mann_whitney(a: Sequence[float] | Array, b: Sequence[float] | Array) -> dict[str, Any]:
@@ -324,11 +373,23 @@ def mann_whitney(a: Sequence[float] | Array, b: Sequence[float] | Array) -> dict
     return {"u": float(res.statistic), "p_value": float(res.pvalue)}
 
 
+@lru_cache(maxsize=512)
+def _signed_rank_null_cdf(n: int) -> Array:
+    cdf = _signed_rank_null_cdf_uncached(n)
+    cdf.setflags(write=False)
+    return cdf
+
+
 def signed_rank_null_cdf(n: int) -> Array:
     """P(T+ <= t) for t = 0 .. n(n+1)/2 under the null of Wilcoxon's signed-rank test.
 
     Exact, by convolving rank by rank (each rank joins the positive sum with probability
-    1/2): O(n^3) work, a few milliseconds for the few hundred rounds a benchmark runs."""
+    1/2): O(n^3) work, a few milliseconds for the few hundred rounds a benchmark runs;
+    cached, because the sequential test asks for the same n at every look."""
+    return _signed_rank_null_cdf(int(n))
+
+
+def _signed_rank_null_cdf_uncached(n: int) -> Array:
     pmf = np.ones(1)
     for k in range(1, n + 1):
         grown = np.zeros(pmf.size + k)
