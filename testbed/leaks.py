@@ -155,12 +155,15 @@ class LeakScanner:
 
     @classmethod
     def for_subscribers(cls, subscribers: Iterable[Subscriber],
-                        extra_v6: Iterable[object] = ()) -> LeakScanner:
+                        extra: Iterable[object] = ()) -> LeakScanner:
         """Every address the plan gives these subscribers: IPv4, delegated /56, the access
-        segment's next-hop address; `extra_v6` adds addresses found on the network."""
+        segment's next-hop address; `extra` adds addresses (v4 or v6) found configured on
+        the network's subscriber hosts, so a topology that adds one is covered too."""
         subs = list(subscribers)
-        return cls([s.v4 for s in subs], [s.v6_prefix for s in subs],
-                   [*(s.v6_segment for s in subs), *extra_v6])
+        more = [ipaddress.ip_address(str(a)) for a in extra]
+        return cls([*(s.v4 for s in subs), *(a for a in more if a.version == 4)],
+                   [s.v6_prefix for s in subs],
+                   [*(s.v6_segment for s in subs), *(a for a in more if a.version == 6)])
 
     # -- what counts as a subscriber address ------------------------------------------------
     def is_subscriber(self, address: str) -> bool:

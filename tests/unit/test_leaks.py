@@ -30,7 +30,7 @@ from scapy.layers.l2 import GRE, Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
 
-from benchmarks.leakcheck import _split_endpoint
+from benchmarks.leakcheck import _split_endpoint, verdict
 from testbed.addressing import AddressPlan
 from testbed.errors import ParameterError
 from testbed.ipwalk import LINK_RAW
@@ -237,3 +237,21 @@ def test_bad_prefixes_raise_typed_errors() -> None:
         LeakScanner([], ["::/0"])
     with pytest.raises(ParameterError):
         LeakScanner([], [], nat64_prefixes=["64:ff9b::/80"])
+
+
+def _block(control: dict[str, int], hits: int = 0, set_aside: int = 0) -> dict:
+    return {"control": {"hits_by_category": control}, "hits": hits, "set_aside_limit": 8,
+            "policies": {"cfr-flow": {"set_aside": set_aside}}}
+
+
+def test_leak_check_verdict_needs_every_control_category_and_a_bounded_set_aside() -> None:
+    full = dict.fromkeys(CONTROL_CATEGORIES, 3)
+    ok = verdict(_block(full))
+    assert ok["passed"] and ok["valid"] and ok["control_missing"] == []
+    no_quoted6 = {**full, "icmp-quoted-ipv6": 0}
+    v = verdict(_block(no_quoted6))
+    assert not v["valid"] and not v["passed"] and v["control_missing"] == ["icmp-quoted-ipv6"]
+    assert not verdict(_block(full, hits=1))["passed"]
+    assert verdict(_block(full, set_aside=8))["passed"]
+    over = verdict(_block(full, set_aside=9))
+    assert not over["passed"] and over["set_aside_over_limit"] == ["cfr-flow"]
