@@ -1,4 +1,4 @@
-"""Fixtures for the relay's integration tests: a private namespace network (relay.labnet)
+"""Fixtures for the relay's integration tests: a private namespace network (labs.labnet)
 with far-side servers, and a controller for the `cfr` CLI running in the edge namespace.
 
 Import the fixtures into a test module by name (`from tests.integration.relay_fixtures
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from relay.labnet import LabNet, wait_for
+from labs.labnet import LabNet, wait_for
 from tests.conftest import require_root
 
 __all__ = ["lab", "relay", "RelayCtl", "chi_square_uniform_p", "settle"]

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from relay.labnet import wait_for
+from labs.labnet import wait_for
 from tests.integration.relay_fixtures import lab, relay  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -130,7 +130,7 @@ def test_payload_bytes_identical_on_both_sides(relay, lab, fam):  # noqa: F811
     up_far = tcp_stream(far_side, alias, alias_port, dst, 7002)
     down_sub = tcp_stream(sub_side, dst, 7002, local_addr, local_port)
     down_far = tcp_stream(far_side, dst, 7002, alias, alias_port)
-    from relay.labtools import pattern
+    from labs.labtools import pattern
 
     assert up_sub == up_far == pattern(400000)
     assert down_sub == down_far and down_sub.startswith(b"LEN 400000 SHA ")

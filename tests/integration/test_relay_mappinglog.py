@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from relay.labnet import wait_for
+from labs.labnet import wait_for
 from relay.mappinglog import MappingLog
 from tests.integration.relay_fixtures import lab, relay  # noqa: F401
 

@@ -1,4 +1,4 @@
-"""Traffic helpers run *inside* the lab namespaces (`python -m relay.labtools CMD ...`).
+"""Traffic helpers run *inside* the lab namespaces (`python -m labs.labtools CMD ...`).
 
 serve   far-side servers: TCP echo (7001, first line reports the peer address it sees),
         TCP sink (7002, replies with length and SHA-256 of what it got), UDP (7003:
@@ -494,7 +494,7 @@ def cmd_rr(a: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="relay.labtools")
+    ap = argparse.ArgumentParser(prog="labs.labtools")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("serve")
     p.add_argument("addr", nargs="+")

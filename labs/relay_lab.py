@@ -1,10 +1,12 @@
-"""What does the relay cost? Run as root:  .venv/bin/python -m relay.bench [--quick]
+"""What does the relay cost? Run as root:  .venv/bin/python -m labs.relay_lab [--quick]
 
-Builds its own namespaces (relay.labnet, zero-delay veth links), and measures, with the
-policies compared *within one run* in interleaved, randomised order (A B B A ...):
+Builds its own namespaces (labs.labnet, zero-delay veth links) through the run registry
+(`cfrbench clean` removes what a killed lab leaves), and measures, with the policies
+compared *within one run* in interleaved, randomised order (A B B A ...):
 
   latency     request/response round trips (64 B, TCP_NODELAY) over an established TCP
-              flow: none (no relay table) vs route vs cfr-flow, in blocks; median and p99
+              flow: none (no relay table) vs route vs cfr-flow, in blocks; median and p99,
+              differences paired within half-rounds (Hodges-Lehmann, exact CI)
   latency_paired  the precise comparison: one flow opened under route, one under cfr-flow,
               round trips alternating between them in one process (same load for both),
               a fresh pair per block, client and server on one core; Hodges-Lehmann
@@ -20,7 +22,10 @@ policies compared *within one run* in interleaved, randomised order (A B B A ...
   memory      kernel slab per tracked, NATed flow, up to the largest table tried
 
 Absolute numbers from a shared 2-core machine are indicative; compare ratios. Prints a
-summary and writes JSON (--out).
+summary and writes JSON (--out); the analysis of that JSON is labs/relay_analysis.py.
+
+About 500 lines on purpose: six measurements of one lab network, each a method of `Bench`
+sharing its policy switching; splitting them would scatter one experiment's set-up.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import random
 import re
@@ -40,24 +44,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.stats import hodges_lehmann
-from relay.labnet import LabNet, wait_for
-
-
-def _q(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-
-def _boot_diff(a: list[float], b: list[float], n: int = 2000) -> tuple[float, float]:
-    """95% bootstrap CI of median(b) - median(a) over per-block values."""
-    rng = random.Random(1)
-    ds = []
-    for _ in range(n):
-        ra = [rng.choice(a) for _ in a]
-        rb = [rng.choice(b) for _ in b]
-        ds.append(statistics.median(rb) - statistics.median(ra))
-    return _q(ds, 0.025), _q(ds, 0.975)
+from benchmarks.stats import describe, hodges_lehmann
+from labs.labnet import LabNet, wait_for
+from labs.relay_analysis import (
+    TPUT_TARGET,
+    ci_text,
+    half_round_difference,
+    pool_route,
+    round_ratios,
+    summary,
+    throughput_cost_model,
+)
+from testbed.lifecycle import run_registry
 
 
 def _order(variants: list[str], rounds: int, seed: int = 7) -> list[str]:
@@ -69,51 +67,6 @@ def _order(variants: list[str], rounds: int, seed: int = 7) -> list[str]:
         rng.shuffle(v)
         out += v + v[::-1]
     return out
-
-
-TPUT_TARGET = 0.95  # the issue's floor for cfr-flow / route
-
-
-def round_ratios(runs: list[tuple[int, str, float]], ref: str, variant: str) -> dict[str, Any]:
-    """Ratio of `variant` to `ref` per round, with a Hodges-Lehmann estimate, its exact CI
-    and a verdict.
-
-    `runs` holds (round, variant, value). Within a round the order is mirrored (ABC CBA),
-    so both variants sit at the same mean time and a drift that is linear across the
-    round cancels out of the per-round ratio of means. The estimate works on log ratios:
-    with no difference between the variants a round's log ratio is as likely to be +x
-    as -x, which is what the signed-rank CI needs, and it tolerates a few wild runs. The
-    verdict is `met` only if the whole 95% CI is at or above TPUT_TARGET, `not met` if
-    the whole CI is below it, and `inconclusive` otherwise (also with fewer than 6
-    rounds, which give no 95% CI): a point estimate alone does not decide."""
-    by_round: dict[int, dict[str, list[float]]] = {}
-    for rnd, v, x in runs:
-        by_round.setdefault(rnd, {}).setdefault(v, []).append(x)
-    ratios = [statistics.fmean(r[variant]) / statistics.fmean(r[ref])
-              for _, r in sorted(by_round.items()) if r.get(variant) and r.get(ref)]
-    if not ratios:
-        raise ValueError(f"no round holds both {ref!r} and {variant!r}")
-    log_est, ci = hodges_lehmann([math.log(x) for x in ratios])
-    lo = None if ci.low is None else math.exp(ci.low)
-    hi = None if ci.high is None else math.exp(ci.high)
-    if lo is None or hi is None:
-        verdict = "inconclusive"
-    else:
-        verdict = "met" if lo >= TPUT_TARGET else "not met" if hi < TPUT_TARGET else "inconclusive"
-    return {"estimate": math.exp(log_est), "ci95": [lo, hi], "method": ci.method + " on log ratios",
-            "median": statistics.median(ratios), "geomean": statistics.geometric_mean(ratios),
-            "round_ratios": ratios, "verdict": verdict}
-
-
-def _pool_route(runs: list[tuple[int, str, float]]) -> list[tuple[int, str, float]]:
-    """Both route variants of a round as one reference for cfr-flow.
-
-    Why: they are the same set-up, so the round's four route runs estimate its route
-    throughput better than two. Against either variant alone the verdict would depend on
-    which one was labelled the control: in an 80-round run the A/A ratio itself came out
-    1.025 (95% CI 1.003..1.047), and cfr-flow's ratio moved from 0.982 to 0.961 with the
-    choice. The A/A ratio is still reported, as the noise floor."""
-    return [(r, "route" if v == "route-control" else v, x) for r, v, x in runs]
 
 
 class Bench:
@@ -144,11 +97,17 @@ class Bench:
 
     # -- latency ---------------------------------------------------------------------
     def latency(self) -> dict[str, Any]:
+        """none vs route vs cfr-flow, one block of round trips per variant per half-round.
+
+        Why paired within half-rounds: each half of a round (see `_order`) measures every
+        variant once, back to back, so a difference taken inside a half cancels drift that is
+        slow next to it (`half_round_difference`); 3 rounds (6 halves) are the fewest that
+        give a 95% CI."""
         variants = ["none", "route", "cfr-flow"]
         count = 1000 if self.quick else 4000
-        rounds = 2 if self.quick else 4
+        rounds = 3 if self.quick else 4
         samples: dict[str, list[float]] = {v: [] for v in variants}
-        blocks: dict[str, list[float]] = {v: [] for v in variants}
+        blocks: dict[str, list[float]] = {v: [] for v in variants}  # one per half-round
         for v in _order(variants, rounds):
             self.apply(v)
             out = json.loads(self.net.py("sub1", "rr", "--dst", self.net.plan.fd_v4,
@@ -158,14 +117,11 @@ class Bench:
             blocks[v].append(statistics.median(us))
         res: dict[str, Any] = {"unit": "us", "samples_per_block": count, "rounds": rounds}
         for v in variants:
-            res[v] = {"median": statistics.median(samples[v]), "p99": _q(samples[v], 0.99),
-                      "n": len(samples[v]), "block_medians": blocks[v]}
+            d = describe(samples[v])
+            res[v] = {"median": d.median, "p99": d.p99, "n": d.n, "block_medians": blocks[v]}
         for a, b in (("route", "cfr-flow"), ("none", "cfr-flow"), ("none", "route")):
-            lo, hi = _boot_diff(blocks[a], blocks[b])
-            res[f"{b}_minus_{a}"] = {
-                "median_diff": statistics.median(blocks[b]) - statistics.median(blocks[a]),
-                "ci95": [lo, hi],
-                "p99_diff": res[b]["p99"] - res[a]["p99"]}
+            res[f"{b}_minus_{a}"] = {**half_round_difference(blocks[a], blocks[b]),
+                                     "p99_diff": res[b]["p99"] - res[a]["p99"]}
         return res
 
     def latency_paired(self) -> dict[str, Any]:
@@ -198,9 +154,9 @@ class Bench:
                     g["peers"].append(peers)
         for fam, g in got.items():
             est, ci = hodges_lehmann(g["diff"])
-            res[fam] = {"route_median": statistics.median(g["a"]), "route_p99": _q(g["a"], 0.99),
-                        "cfr_flow_median": statistics.median(g["b"]),
-                        "cfr_flow_p99": _q(g["b"], 0.99), "paired_diff": est,
+            da, db = describe(g["a"]), describe(g["b"])
+            res[fam] = {"route_median": da.median, "route_p99": da.p99,
+                        "cfr_flow_median": db.median, "cfr_flow_p99": db.p99, "paired_diff": est,
                         "ci95": [ci.low, ci.high], "method": ci.method + " over block medians",
                         "block_diffs": g["diff"], "peers": g["peers"]}
         return res
@@ -292,7 +248,7 @@ class Bench:
                 "affinity": affinity,
                 "packets_per_second": statistics.median(pps),
                 **{v: {"median": statistics.median(g), "runs": g} for v, g in by_variant.items()},
-                "cfr_flow_over_route": round_ratios(_pool_route(runs), "route", "cfr-flow"),
+                "cfr_flow_over_route": round_ratios(pool_route(runs), "route", "cfr-flow"),
                 "cfr_flow_by_reference": {
                     ref: round_ratios(runs, ref, "cfr-flow") for ref in ("route", "route-control")},
                 "control_over_route": round_ratios(runs, "route", "route-control"),
@@ -304,11 +260,11 @@ class Bench:
         """One line per finished round: a long run (80 rounds took 26 minutes here) shows
         where it is and where the estimate is heading."""
         done = runs[-1][0] + 1
-        c = round_ratios(_pool_route(runs), "route", "cfr-flow")
+        c = round_ratios(pool_route(runs), "route", "cfr-flow")
         a = round_ratios(runs, "route", "route-control")
         print(f"[throughput {streams} streams] round {done}/{rounds}: cfr-flow/route this "
               f"round {c['round_ratios'][-1]:.3f}, so far {c['estimate']:.3f} "
-              f"({_ci_text(c['ci95'])}); control {a['estimate']:.3f}",
+              f"({ci_text(c['ci95'])}); control {a['estimate']:.3f}",
               file=sys.stderr, flush=True)
 
     def _edge_packets(self) -> int:
@@ -366,7 +322,7 @@ class Bench:
             for h in holds:
                 h.stdout.readline()
             timing = json.loads(self.net.cmd(
-                "edge", sys.executable, "-m", "relay.bench", "_rotate", str(cfg), str(n),
+                "edge", sys.executable, "-m", "labs.relay_lab", "_rotate", str(cfg), str(n),
                 timeout=300).stdout)
             cli = []
             for _ in range(5):
@@ -460,108 +416,6 @@ def _rotate_inside(cfg_path: str, n: int) -> None:
     print(json.dumps({"nft": nft_ms, "engine": eng_ms}))
 
 
-def throughput_cost_model(r: dict[str, Any]) -> dict[str, Any] | None:
-    """The throughput ratio implied by the relay's measured per-packet cost.
-
-    iperf3 ratios on this kind of machine carry a noise floor (the A/A control) of +-5-10%,
-    wider than the effect. The paired latency difference is precise (alternating round
-    trips in one process), and a round trip is two translated packets. On a CPU-bound
-    path, each extra second of per-packet work per second of run is time taken from
-    sending: ratio = 1 / (1 + packets/s x extra seconds per packet). The upper CI bound of
-    the latency difference gives the conservative figure; putting all of it on the
-    bottleneck core over-states the cost for the two-core shape."""
-    lp, tp = r.get("latency_paired"), r.get("throughput")
-    if not lp or not tp or any(lp[f]["ci95"][1] is None for f in ("v4", "v6")):
-        return None
-    # a negative bound (a pair where the route flow was the slower one) means "no cost seen"
-    worst_us = max(0.0, max(lp[f]["ci95"][1] for f in ("v4", "v6")) / 2)
-    out: dict[str, Any] = {"extra_us_per_packet_upper": worst_us}
-    for k in ("1_streams", "4_streams"):
-        if k in tp:
-            pps = tp[k]["packets_per_second"]
-            ratio = 1 / (1 + pps * worst_us * 1e-6)
-            out[k] = {"packets_per_second": pps, "predicted_ratio_lower": ratio,
-                      "meets_target": ratio >= TPUT_TARGET}
-    return out
-
-
-def _ci_text(ci: list[float | None], fmt: str = ".3f") -> str:
-    lo, hi = ci
-    return "none: too few rounds" if lo is None or hi is None else f"{lo:{fmt}} .. {hi:{fmt}}"
-
-
-def summary(r: dict[str, Any]) -> str:
-    out = []
-    if "latency" in r:
-        lat = r["latency"]
-        out.append("latency (us, request/response over established TCP):")
-        for v in ("none", "route", "cfr-flow"):
-            out.append(f"  {v:<9} median {lat[v]['median']:.1f}  p99 {lat[v]['p99']:.1f}")
-        d = lat["cfr-flow_minus_route"]
-        out.append(f"  cfr-flow - route: median {d['median_diff']:+.2f} us "
-                   f"(95% CI {d['ci95'][0]:+.2f} .. {d['ci95'][1]:+.2f}), "
-                   f"p99 {d['p99_diff']:+.1f} us")
-    if "latency_paired" in r:
-        lp = r["latency_paired"]
-        for fam in ("v4", "v6"):
-            x = lp[fam]
-            out.append(f"paired latency {fam} (us): route median {x['route_median']:.1f} p99 "
-                       f"{x['route_p99']:.1f}; cfr-flow median {x['cfr_flow_median']:.1f} p99 "
-                       f"{x['cfr_flow_p99']:.1f}; paired difference "
-                       f"{x['paired_diff']:+.2f} (95% CI {_ci_text(x['ci95'], '+.2f')}, "
-                       f"{len(x['block_diffs'])} blocks)")
-    if "throughput" in r:
-        t = r["throughput"]
-        for k in ("1_streams", "4_streams"):
-            if k not in t:
-                continue
-            x = t[k]
-            c, a = x["cfr_flow_over_route"], x["control_over_route"]
-            out.append(f"throughput {k.replace('_', ' ')} (iperf3 -A {x['affinity']}, "
-                       f"{t['congestion_control']}): route {x['route']['median']:.2f} Gbit/s, "
-                       f"cfr-flow {x['cfr-flow']['median']:.2f} Gbit/s; cfr-flow/route "
-                       f"(both route variants) "
-                       f"{c['estimate']:.3f} (95% CI {_ci_text(c['ci95'])}, "
-                       f"{len(c['round_ratios'])} rounds) -> {c['verdict']} (target "
-                       f"{t['target_ratio']}); control route/route {a['estimate']:.3f} "
-                       f"({_ci_text(a['ci95'])})")
-    if r.get("throughput_cost_model"):
-        m = r["throughput_cost_model"]
-        for k in ("1_streams", "4_streams"):
-            if k in m:
-                x = m[k]
-                out.append(f"throughput {k.replace('_', ' ')} from per-packet cost: "
-                           f"{x['packets_per_second']:.0f} packets/s x at most "
-                           f"{m['extra_us_per_packet_upper']:.2f} us -> cfr-flow/route >= "
-                           f"{x['predicted_ratio_lower']:.3f} "
-                           f"({'meets' if x['meets_target'] else 'below'} {TPUT_TARGET})")
-    if "connrate" in r:
-        for mode in ("refused", "full"):
-            c = r["connrate"][mode]
-            out.append(f"new connections/s ({mode}): cgn {c['cgn']['median']:.0f}, cfr-flow "
-                       f"{c['cfr-flow']['median']:.0f}, cfr-flow+mapping log "
-                       f"{c['cfr-flow+log']['median']:.0f} (ratio cfr-flow/cgn "
-                       f"{c['ratio_cfr_flow_over_cgn']:.3f})")
-    if "rotation" in r:
-        for k in ("pool16", "pool4096"):
-            x = r["rotation"][k]
-            flows = x["established_flows"]
-            errs = sum(f[p]["errors"] for f in flows for p in ("tcp", "udp"))
-            lost = sum(f[p]["sent"] - f[p]["ok"] for f in flows for p in ("tcp", "udp"))
-            gap = max(f[p]["max_gap_ms"] for f in flows for p in ("tcp", "udp"))
-            out.append(f"rotation {k}: nft transaction median "
-                       f"{x['nft_transaction_ms']['median']:.1f} ms (max "
-                       f"{x['nft_transaction_ms']['max']:.1f}), `cfr rotate` "
-                       f"{x['cli_cfr_rotate_ms']['median']:.0f} ms; established flows: "
-                       f"{errs} errors, {lost} lost probes, max gap {gap} ms")
-    if "memory" in r:
-        m = r["memory"]
-        out.append(f"memory: ~{m['bytes_per_flow_estimate']:.0f} bytes of kernel slab per "
-                   f"tracked NATed flow (nf_conntrack object {m['nf_conntrack_objsize']} B); "
-                   f"largest table tried {m['largest_table_tried']} flows")
-    return "\n".join(out)
-
-
 #: Throughput rounds by default: at the noise of a 2-vCPU VM (per-round SD of the ratio
 #: 10-13%), 80 rounds narrow the 95% CI to about +-2%, enough to decide a 0.95 floor when the
 #: relay's true cost is near 2% (4 streams here); a cost of 3-4% (1 stream here) took 300
@@ -585,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "_rotate":
         _rotate_inside(argv[1], int(argv[2]))
         return 0
-    ap = argparse.ArgumentParser(prog="relay.bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="labs.relay_lab", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
     ap.add_argument("--only", nargs="*", choices=["latency", "latency_paired", "throughput",
                                                  "connrate", "rotation", "memory"])
@@ -601,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
                          "uses a new one)")
     a = ap.parse_args(argv)
     results: dict[str, Any] = {"schema": 1, "quick": a.quick, "started": time.time()}
-    with LabNet() as net:
+    with run_registry("lab-relay", info={"lab": "relay"}) as registry, LabNet(registry) as net:
+        print(f"lab prefix {registry.prefix}", file=sys.stderr, flush=True)
         net.cmd("sub1", "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
         srv = net.py_popen("fd", "serve", net.plan.fd_v4, net.plan.fd_v6,
                            stdout=subprocess.PIPE, text=True)

@@ -1,30 +1,34 @@
-"""A small namespace network to exercise the relay (integration tests, relay/bench.py).
+"""A small namespace network to exercise the relay on its own (relay integration tests,
+labs/relay_lab.py).
 
 Not part of the deployed relay: the testbed's Mininet topology replaces it. It exists so
-the relay can be tested and measured on its own, with a far side that has a smaller-MTU
-link (PMTUD) and a spoofing host.
+the relay can be tested and measured alone, with a far side that has a smaller-MTU link
+(PMTUD) and a spoofing host.
 
     sub1 --a1--\\                                      (MTU 1400)
     sub2 --a2--- edge --upl/dnl-- tr --frl/trl-- fr --fdl/eth0-- fd
     spoof --a3-/  (relay)          (transit)       (far router)   (front-door stand-in)
 
-Every namespace is `<prefix>-<role>` with a run-unique prefix `rlt<4 hex>`; `down()`
-kills the processes started here and deletes exactly these namespaces.
+Every namespace is `<prefix>-<role>`, with the run prefix of a `testbed.lifecycle`
+RunRegistry, and is recorded in the run state *before* it is created; so are the temp dir
+and the processes started here (which also die with their controller, PR_SET_PDEATHSIG).
+`down()` removes exactly these; after a kill -9 of the lab, `cfrbench clean` does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
-import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from testbed.lifecycle import RunRegistry
 
 ROLES = ("sub1", "sub2", "spoof", "edge", "tr", "fr", "fd")
 ROUTERS = ("edge", "tr", "fr")
@@ -65,18 +69,35 @@ class Plan:
 PLAN = Plan()
 
 
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent() -> None:
+    """preexec hook: SIGKILL when the lab's controller exits, and a process group of its own
+    (so `stop` can signal the whole group)."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    os.setpgrp()
+
+
 class LabNet:
-    def __init__(self, prefix: str | None = None) -> None:
-        self.prefix = prefix or f"rlt{secrets.token_hex(2)}"
+    """The lab network. Without a `registry` it makes its own run (kind `lab`) and closes it
+    in `down()`; with one, it records into it and releases only its own parts."""
+
+    def __init__(self, registry: RunRegistry | None = None) -> None:
+        self.owns_registry = registry is None
+        self.registry = registry if registry is not None else RunRegistry("lab")
+        self.prefix = self.registry.prefix
         self.plan = PLAN
         self.created: list[str] = []
         self.procs: list[subprocess.Popen] = []
-        self.tmp = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
+        self._down = False
+        self.tmp = self.registry.make_tmpdir("lab")
         # `cfr` notes the last applied config per namespace; keep those notes in our tmp dir
         self.env = {**os.environ, "CFR_RUN_DIR": str(self.tmp / "run")}
 
     def ns(self, role: str) -> str:
-        return f"{self.prefix}-{role}"
+        return self.registry.name(role)
 
     # -- command helpers -------------------------------------------------------------
     def cmd(self, role: str | None, *argv: str, check: bool = True, timeout: float = 60,
@@ -89,22 +110,24 @@ class LabNet:
         return proc
 
     def popen(self, role: str, *argv: str, **kw: object) -> subprocess.Popen:
+        """Start a process in `role`'s namespace, recorded in the run state."""
         kw.setdefault("env", self.env)
         p = subprocess.Popen(["ip", "netns", "exec", self.ns(role), *argv],
-                             start_new_session=True, **kw)  # type: ignore[call-overload]
+                             preexec_fn=_die_with_parent, **kw)  # type: ignore[call-overload]
         self.procs.append(p)
+        self.registry.record_process(p.pid, f"{role}:{Path(argv[0]).name}", self.ns(role))
         return p
 
     def py(self, role: str, *args: str, timeout: float = 120) -> str:
-        """Run `python -m relay.labtools ARGS` inside a namespace; return stdout."""
-        return self.cmd(role, sys.executable, "-m", "relay.labtools", *args,
+        """Run `python -m labs.labtools ARGS` inside a namespace; return stdout."""
+        return self.cmd(role, sys.executable, "-m", "labs.labtools", *args,
                         timeout=timeout).stdout
 
     def py_popen(self, role: str, *args: str, cpus: str | None = None,
                  **kw: object) -> subprocess.Popen:
-        """Start `python -m relay.labtools ARGS`; `cpus` pins it (taskset list, e.g. "0")."""
+        """Start `python -m labs.labtools ARGS`; `cpus` pins it (taskset list, e.g. "0")."""
         pin = ["taskset", "-c", cpus] if cpus is not None else []
-        return self.popen(role, *pin, sys.executable, "-m", "relay.labtools", *args, **kw)
+        return self.popen(role, *pin, sys.executable, "-m", "labs.labtools", *args, **kw)
 
     def cfr(self, *args: str, check: bool = False, timeout: float = 60
             ) -> subprocess.CompletedProcess:
@@ -124,6 +147,7 @@ class LabNet:
         p = self.plan
         for role in ROLES:
             self.created.append(self.ns(role))
+            self.registry.record_netns(self.ns(role))  # recorded before it exists
             self.cmd(None, "ip", "netns", "add", self.ns(role))
             self.cmd(role, "ip", "link", "set", "lo", "up")
             self.cmd(role, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0",
@@ -207,6 +231,7 @@ class LabNet:
             self.stop(p, signal.SIGINT)
 
     def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, wait: float = 5) -> None:
+        """Signal `proc`'s process group, SIGKILL it if it outlives `wait`, forget it."""
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
@@ -216,21 +241,25 @@ class LabNet:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+        self.registry.forget_process(proc.pid)
 
-    def down(self) -> None:
+    def down(self) -> list[str]:
         """Kill what we started, then delete exactly our namespaces (their nft tables and
-        conntrack state go with them)."""
-        for p in self.procs:
+        conntrack state go with them) and temp dir, newest first. Returns problems.
+
+        Only once: a second call would write the run state again after it was removed."""
+        if self._down:
+            return []
+        self._down = True
+        for p in reversed(self.procs):
             self.stop(p, wait=2)
-        for name in self.created:
-            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
-                                  text=True, check=False).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        self.procs.clear()
+        problems = self.registry.release_netns(self.created)
         self.created.clear()
-        subprocess.run(["rm", "-rf", str(self.tmp)], check=False)
+        self.registry.release_tmpdir(self.tmp)
+        if self.owns_registry:
+            problems += self.registry.close()
+        return problems
 
     def __enter__(self) -> LabNet:
         return self.up()
@@ -290,8 +319,8 @@ def _toml(v: object) -> str:
 
 
 @contextlib.contextmanager
-def labnet(prefix: str | None = None) -> Iterator[LabNet]:
-    net = LabNet(prefix)
+def labnet(registry: RunRegistry | None = None) -> Iterator[LabNet]:
+    net = LabNet(registry)
     try:
         yield net.up()
     finally:

@@ -1,5 +1,6 @@
-"""The relay throughput verdict (relay.bench.round_ratios) and the per-packet cost model
-(relay.bench.throughput_cost_model): pure arithmetic, no root.
+"""The relay lab's throughput verdict (labs.relay_analysis.round_ratios), its per-packet cost
+model (throughput_cost_model) and its paired latency difference (half_round_difference):
+pure arithmetic, no root.
 
 The verdict decides whether the issue's "cfr-flow >= 0.95 x route" holds, so the cases
 that matter are the ones a careless summary gets wrong: a drift inside a round, a
@@ -10,14 +11,14 @@ from __future__ import annotations
 
 import pytest
 
-from relay.bench import (
+from labs.relay_analysis import (
     TPUT_TARGET,
-    _order,
-    _pool_route,
-    main,
+    half_round_difference,
+    pool_route,
     round_ratios,
     throughput_cost_model,
 )
+from labs.relay_lab import _order, main
 
 
 def _rounds(values: list[dict[str, list[float]]]) -> list[tuple[int, str, float]]:
@@ -139,7 +140,25 @@ def test_cfr_flow_is_compared_with_both_route_variants() -> None:
     # route and route-control are the same set-up: their four runs form the reference.
     runs = _rounds([{"route": [10.0, 10.0], "route-control": [12.0, 12.0],
                      "cfr-flow": [11.0, 11.0]}] * 6)
-    pooled = round_ratios(_pool_route(runs), "route", "cfr-flow")
+    pooled = round_ratios(pool_route(runs), "route", "cfr-flow")
     assert pooled["estimate"] == pytest.approx(1.0)
     assert round_ratios(runs, "route", "cfr-flow")["estimate"] == pytest.approx(1.1)
     assert round_ratios(runs, "route", "route-control")["estimate"] == pytest.approx(1.2)
+
+
+def test_latency_difference_is_paired_within_half_rounds() -> None:
+    # A drift of 5 us per half-round hits both variants; the paired difference stays 1.5 us
+    route = [40.0 + 5 * k for k in range(6)]
+    cfr = [41.5 + 5 * k for k in range(6)]
+    d = half_round_difference(route, cfr)
+    assert d["diff"] == pytest.approx(1.5)
+    assert d["ci95"] == [pytest.approx(1.5), pytest.approx(1.5)]
+    assert d["half_round_diffs"] == pytest.approx([1.5] * 6)
+
+
+def test_latency_difference_needs_six_half_rounds_for_a_ci() -> None:
+    d = half_round_difference([40.0, 41.0, 42.0, 43.0], [41.0, 42.0, 43.0, 44.0])
+    assert d["diff"] == pytest.approx(1.0)
+    assert d["ci95"] == [None, None]
+    with pytest.raises(ValueError):
+        half_round_difference([40.0, 41.0], [41.0])  # every half-round holds both variants
