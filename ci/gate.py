@@ -1,330 +1,288 @@
 """Performance-regression gate: compare a current run with a baseline run.
 
-Why ratios: absolute times from shared machines drift between runs far more than the effects
-we care about, but both paths of a within-run ratio (e.g. cfr-flow / direct, run interleaved)
-drift together. So the gate compares each run's path ratios (gating by default) and reports
-the raw medians for information. A metric only "regresses" when the whole CI of its change is
-beyond the tolerance: noise alone never fails the build.
+Why within-run figures: absolute times from shared machines drift between runs far more than
+the effects we care about, but both paths of a within-run comparison (cfr-flow - direct, run
+interleaved) drift together. So the gate compares, for every comparison row of results.json,
+the baseline run's figure with the current run's: the shift of the DIFFERENCE for latency
+(threshold: a multiple of the equivalence margin, in ms) and the change of the RATIO for
+rates and costs (threshold: a fraction). Which rows are gated, and how tightly, is the table
+in ci/tolerances.toml (ci/gate_rules.py); how a change and its CI are judged is
+ci/gate_change.py. Besides the shifts, the build fails on a comparison that was
+`equivalent` in the baseline and is anything else now, and on a path or metric of the
+baseline missing from the current run.
 
-Exit status of `main_compare`: 0 no regression, 1 regression (or a missing metric with
-fail_on_missing), 2 unreadable/invalid baseline, current run or tolerances file.
+Exit status of `main_compare`: 0 pass, 1 fail (a gating row regressed, undecided, flipped
+or missing), 2 unreadable/invalid baseline, current run or tolerances file.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
-from rich.table import Table
 
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from benchmarks.registry import BASELINE_PATH, metric_spec
+from benchmarks.results import load_results
+from ci.gate_change import (
+    FAILING,
+    FLIPPED,
+    IMPROVED,
+    INFO,
+    MISSING,
+    OK,
+    REGRESSED,
+    UNDECIDED,
+    Estimate,
+    change_between,
+    classify,
+    threshold_for,
+)
+from ci.gate_report import print_rows, write_json, write_markdown
+from ci.gate_rules import (
+    DEFAULT_TOLERANCES,
+    GATE_ON,
+    GateError,
+    Rule,
+    Tolerances,
+    load_tolerances,
+)
+from testbed.errors import CfrbenchError
 
-from benchmarks import stats
-from benchmarks.analysis import group_records, sweep_key
-from benchmarks.records import read_records
-from benchmarks.registry import metric_spec
-from benchmarks.results import load_results, results_path
-from benchmarks.schedule import derive_seed
-from testbed.errors import CfrbenchError, UsageError
+__all__ = [
+    "DEFAULT_TOLERANCES", "GATE_ON", "OK", "REGRESSED", "IMPROVED", "UNDECIDED", "MISSING",
+    "FLIPPED", "INFO", "GateError", "GateRow", "Rule", "Tolerances", "compare",
+    "load_tolerances", "main_compare",
+]
 
-DEFAULT_TOLERANCES = Path(__file__).resolve().parent / "tolerances.toml"
-GATE_ON = ("ratios", "medians", "both")
-OK, REGRESSED, IMPROVED, MISSING = "ok", "regressed", "improved", "missing"
-_GATE_KEYS = ("gate_on", "fail_on_missing", "confidence", "resamples", "seed")
-_KINDS = ("latency", "throughput", "rate", "cpu", "jitter", "loss")
-
-
-class GateError(UsageError):
-    """A results or tolerances file the gate cannot use (exit status 2)."""
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """Per-class and per-metric tolerances plus gate settings (see ci/tolerances.toml)."""
-
-    kind: Mapping[str, float] = field(default_factory=lambda: {
-        "latency": 0.10, "throughput": 0.10, "rate": 0.10, "cpu": 0.20, "jitter": 0.50,
-        "loss": 1.0})
-    metric: Mapping[str, float] = field(default_factory=dict)
-    gate_on: str = "ratios"
-    fail_on_missing: bool = False
-    confidence: float = 0.95
-    resamples: int = 5000
-    seed: int = 0
-
-    def for_metric(self, metric: str, unit: str | None = None) -> float:
-        if metric in self.metric:
-            return self.metric[metric]
-        return self.kind.get(metric_spec(metric, unit).kind, 0.10)
-
-
-def load_tolerances(path: str | Path | None = None) -> Tolerances:
-    """Read a tolerances TOML (default ci/tolerances.toml); GateError on unknown keys."""
-    path = Path(path) if path is not None else DEFAULT_TOLERANCES
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise GateError(f"{path}: cannot read tolerances: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise GateError(f"{path}: invalid TOML: {e}") from e
-    for key in data:
-        if key not in ("gate", "kind", "metric"):
-            raise GateError(f"{path}: unknown key '{key}'; allowed: gate, kind, metric")
-    gate = data.get("gate", {})
-    for key in gate:
-        if key not in _GATE_KEYS:
-            raise GateError(f"{path}: unknown key 'gate.{key}'; allowed: {', '.join(_GATE_KEYS)}")
-    kinds = dict(Tolerances().kind)
-    for key, v in data.get("kind", {}).items():
-        if key not in _KINDS:
-            raise GateError(f"{path}: unknown key 'kind.{key}'; allowed: {', '.join(_KINDS)}")
-        kinds[key] = _tolerance(path, f"kind.{key}", v)
-    metrics = {k: _tolerance(path, f"metric.{k}", v) for k, v in data.get("metric", {}).items()}
-    gate_on = gate.get("gate_on", "ratios")
-    if gate_on not in GATE_ON:
-        raise GateError(f"{path}: invalid gate.gate_on={gate_on!r}; allowed: {', '.join(GATE_ON)}")
-    return Tolerances(
-        kind=kinds, metric=metrics, gate_on=gate_on,
-        fail_on_missing=bool(gate.get("fail_on_missing", False)),
-        confidence=float(gate.get("confidence", 0.95)),
-        resamples=int(gate.get("resamples", 5000)), seed=int(gate.get("seed", 0)),
-    )
-
-
-def _tolerance(path: Path, key: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-        raise GateError(f"{path}: {key} must be a number >= 0, got {v!r}")
-    return float(v)
+EQUIVALENT = "equivalent"
+#: kinds compared by difference when no rule says otherwise (a ratio of near-zero loss
+#: rates, or of two latencies that mostly share fixed link delay, hides what matters)
+_DIFFERENCE_KINDS = ("latency", "loss")
 
 
 @dataclass
 class GateRow:
-    """One compared figure. `kind` is "ratio" (a path ratio B/A of each run) or "median"
-    (a raw median); `change` is new/old (or new-old for loss), with its CI."""
+    """One line of the gate's answer.
 
-    kind: str
+    `figure`: "within-run" (a comparison path/reference of each run), "median" (a path's own
+    median), "verdict" (an equivalence verdict that flipped), "presence" (missing or new) or
+    "rule" (a rule that selected nothing). `change` is new - old (difference) or new / old
+    (ratio) with its CI; `threshold` is the bound it must not cross, in the same units."""
+
+    figure: str
     benchmark: str
     measurement: str
     metric: str
     unit: str
     sweep: str
     path: str
+    comparator: str
     old: float | None
     new: float | None
     change: float | None
     ci_low: float | None
     ci_high: float | None
-    comparator: str  # "ratio" | "difference"
-    tolerance: float
+    threshold: float | None
+    rule: str
     verdict: str
     gating: bool
-    source: str  # "raw" | "stored" | ""
     note: str = ""
 
 
-# ----------------------------------------------------------------------------- loading
+# ----------------------------------------------------------------------------- keys
 
 
-@dataclass
-class _Run:
-    results: dict[str, Any]
-    raw: dict[Any, list[float]] | None
+def _sweep_text(sw: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={float(v):g}" for k, v in sorted(sw.items())) or "-"
 
 
-def _load_run(source: str | Path, label: str) -> _Run:
+def _skey(s: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (s["benchmark"], s["measurement"], s["path"], s["metric"], _sweep_text(s["sweep"]))
+
+
+def _ckey(c: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (c["benchmark"], c["measurement"], c["metric"], _sweep_text(c["sweep"]),
+            c["baseline"], c["path"])
+
+
+def _load(source: str | Path, label: str) -> dict[str, Any]:
     try:
-        results = load_results(source)
+        return load_results(source)
     except CfrbenchError as e:
         raise GateError(f"{label}: {e}") from e
-    run_dir = results_path(source).parent
-    raw = None
-    try:
-        raw, _ = group_records(read_records(run_dir))
-    except CfrbenchError:
-        raw = None  # no or unreadable raw/: fall back to the stored CIs
-    return _Run(results, raw)
-
-
-# ----------------------------------------------------------------------------- verdicts
-
-
-def _verdict(lo: float | None, hi: float | None, better: str, comparator: str,
-             tol: float) -> str:
-    """Regressed/improved only if the whole CI of the change is beyond the tolerance."""
-    if lo is None or hi is None:
-        return OK
-    if comparator == "difference":  # change = new - old, tolerance in the metric's unit
-        if better == "lower":
-            return REGRESSED if lo > tol else IMPROVED if hi < -tol else OK
-        return REGRESSED if hi < -tol else IMPROVED if lo > tol else OK
-    if better == "lower":
-        return REGRESSED if lo > 1 + tol else IMPROVED if hi < 1 - tol else OK
-    return REGRESSED if hi < 1 - tol else IMPROVED if lo > 1 + tol else OK
-
-
-def _div(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
-
-
-def _sub(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
-
-
-def _percentiles(boot: np.ndarray, level: float) -> tuple[float | None, float | None]:
-    ci = stats.percentile_ci(boot, level)
-    return ci.low, ci.high
 
 
 # ----------------------------------------------------------------------------- rows
 
 
-def _sweep_text(sw: Mapping[str, float]) -> str:
-    return ", ".join(f"{k}={v:g}" for k, v in sorted(sw.items())) or "-"
+def _margin(c: Mapping[str, Any] | None) -> float | None:
+    """The equivalence margin a comparison was tested against (metric units)."""
+    m = ((c or {}).get("test") or {}).get("margin")
+    return float(m) if isinstance(m, (int, float)) and m > 0 else None
 
 
-def _median_rows(base: _Run, cur: _Run, tol: Tolerances) -> list[GateRow]:
-    def key(s: Mapping[str, Any]) -> tuple[Any, ...]:
-        return (s["benchmark"], s["measurement"], s["path"], s["metric"], sweep_key(s["sweep"]))
-
-    old = {key(s): s for s in base.results["summaries"]}
-    new = {key(s): s for s in cur.results["summaries"]}
-    gating = tol.gate_on in ("medians", "both")
-    rows = []
-    for k in list(old) + [k for k in new if k not in old]:
-        s = old.get(k) or new[k]
-        spec = metric_spec(s["metric"], s["unit"])
-        comparator = "difference" if spec.kind == "loss" else "ratio"
-        t = tol.for_metric(s["metric"], s["unit"])
-        common = dict(kind="median", benchmark=k[0], measurement=k[1], metric=k[3],
-                      unit=s["unit"], sweep=_sweep_text(s["sweep"]), path=k[2],
-                      comparator=comparator, tolerance=t)
-        if k not in old or k not in new:
-            rows.append(_missing_row(common, old.get(k), new.get(k), gating, tol))
-            continue
-        o, n = old[k], new[k]
-        op = _sub if comparator == "difference" else _div
-        change = op(n["median"], o["median"])
-        lo = hi = None
-        source = "stored"
-        if base.raw is not None and cur.raw is not None and base.raw.get(k) and cur.raw.get(k):
-            seed = derive_seed(tol.seed, "gate-median", *k)
-            rng = np.random.default_rng(seed)
-            bo = stats.bootstrap_medians(base.raw[k], tol.resamples, rng)
-            bn = stats.bootstrap_medians(cur.raw[k], tol.resamples, rng)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                boot = bn - bo if comparator == "difference" else bn / bo
-            lo, hi = _percentiles(boot, tol.confidence)
-            source = "raw"
-        else:
-            lo, hi = _stored_change(o["ci"], n["ci"], comparator)
-        verdict = _verdict(lo, hi, spec.better, comparator, t)
-        rows.append(GateRow(**common, old=o["median"], new=n["median"], change=change,
-                            ci_low=lo, ci_high=hi, verdict=verdict, gating=gating,
-                            source=source))
-    return rows
+def _default_margin(reference_median: float | None) -> float | None:
+    """The analysis's default latency margin, max(0.1 ms, 1% of the reference median), for
+    a figure whose comparison stored none."""
+    return None if reference_median is None else max(0.1, 0.01 * abs(reference_median))
 
 
-def _stored_change(old_ci: Mapping[str, Any], new_ci: Mapping[str, Any],
-                   comparator: str) -> tuple[float | None, float | None]:
-    """Conservative CI of the change from two stored CIs (interval arithmetic)."""
-    ol, oh, nl, nh = old_ci.get("low"), old_ci.get("high"), new_ci.get("low"), new_ci.get("high")
-    if None in (ol, oh, nl, nh):
-        return None, None
+def _shift_row(figure: str, common: dict[str, Any], rule: Rule | None, comparator: str,
+               better: str, old: Estimate, new: Estimate, margin: float | None,
+               tol: Tolerances, gating: bool) -> GateRow:
+    """A row judging the change old -> new against the rule's (or the info) threshold."""
     if comparator == "difference":
-        return nl - oh, nh - ol
-    if ol <= 0 or oh <= 0:
-        return None, None
-    return nl / oh, nh / ol
+        factor = rule.margin_factor if rule else tol.info_margin_factor
+        assert factor is not None
+        tolerance = None if margin is None else factor * margin
+    else:
+        tolerance = rule.max_change if rule else tol.info_max_change
+    base = dict(common, figure=figure, comparator=comparator, old=old.value, new=new.value,
+                rule=rule.name if rule else "", gating=gating)
+    ch = change_between(old, new, comparator, tol.confidence)
+    if tolerance is None:
+        return GateRow(**base, change=None, ci_low=None, ci_high=None, threshold=None,
+                       verdict=UNDECIDED if gating else INFO,
+                       note="no equivalence margin stored: threshold unknown")
+    th = threshold_for(comparator, better, tolerance)
+    if isinstance(ch, str):
+        return GateRow(**base, change=None, ci_low=None, ci_high=None, threshold=th.bound,
+                       verdict=UNDECIDED if gating else INFO,
+                       note=ch + ("; rerun with more repetitions of this measurement (or the "
+                                  "full profile)" if gating else ""))
+    verdict, note = classify(ch, th)
+    if not rule and verdict == UNDECIDED:
+        verdict, note = INFO, "CI contains the information threshold"
+    return GateRow(**base, change=ch.value, ci_low=ch.low, ci_high=ch.high,
+                   threshold=th.bound, verdict=verdict, note=note)
 
 
-def _missing_row(common: dict[str, Any], old: Mapping[str, Any] | None,
-                 new: Mapping[str, Any] | None, gating: bool, tol: Tolerances) -> GateRow:
-    in_base = old is not None
-    vo = (old or {}).get("median") if "median" in (old or {}) else (old or {}).get("value")
-    vn = (new or {}).get("median") if "median" in (new or {}) else (new or {}).get("value")
-    return GateRow(
-        **common, old=vo, new=vn, change=None, ci_low=None, ci_high=None, verdict=MISSING,
-        gating=gating and in_base and tol.fail_on_missing, source="",
-        note="absent in current run" if in_base else "absent in baseline",
-    )
-
-
-def _ratio_rows(base: _Run, cur: _Run, tol: Tolerances) -> list[GateRow]:
-    def key(c: Mapping[str, Any]) -> tuple[Any, ...]:
-        return (c["benchmark"], c["measurement"], c["metric"], sweep_key(c["sweep"]),
-                c["baseline"], c["path"])
-
-    old = {key(c): c for c in base.results["comparisons"]}
-    new = {key(c): c for c in cur.results["comparisons"]}
-    gating = tol.gate_on in ("ratios", "both")
+def _within_run_rows(base: Mapping[str, Any], cur: Mapping[str, Any],
+                     tol: Tolerances) -> list[GateRow]:
+    old = {_ckey(c): c for c in base["comparisons"]}
+    new = {_ckey(c): c for c in cur["comparisons"]}
+    gate = tol.gate_on in ("ratios", "both")
     rows = []
-    for k in list(old) + [k for k in new if k not in old]:
-        c = old.get(k) or new[k]
-        spec = metric_spec(c["metric"], c["unit"])
-        comparator = "difference" if spec.kind == "loss" else "ratio"
-        t = tol.for_metric(c["metric"], c["unit"])
-        common = dict(kind="ratio", benchmark=k[0], measurement=k[1], metric=k[2],
-                      unit=c["unit"], sweep=_sweep_text(c["sweep"]), path=f"{k[5]}/{k[4]}",
-                      comparator=comparator, tolerance=t)
-        if k not in old or k not in new:
-            o, n = old.get(k), new.get(k)
-            field_ = "difference" if comparator == "difference" else "ratio"
-            rows.append(_missing_row(
-                common, {"value": o[field_]["value"]} if o else None,
-                {"value": n[field_]["value"]} if n else None, gating, tol))
-            continue
-        rows.append(_ratio_row(common, old[k], new[k], k, base, cur, spec.better, tol, gating))
+    for k, o in old.items():
+        n = new.get(k)
+        if n is None:
+            continue  # reported by _presence_rows
+        spec = metric_spec(o["metric"], o.get("unit"))
+        rule = tol.rule_for(o["measurement"], o["metric"], spec.kind, o["path"], o["baseline"])
+        comparator = rule.comparator if rule else (
+            "difference" if spec.kind in _DIFFERENCE_KINDS else "ratio")
+        field = "difference" if comparator == "difference" else "ratio"
+        common = dict(benchmark=k[0], measurement=k[1], metric=k[2], unit=o.get("unit", ""),
+                      sweep=k[3], path=f"{k[5]}/{k[4]}")
+        rows.append(_shift_row(
+            "within-run", common, rule, comparator, spec.better,
+            Estimate.from_stored(o[field]["value"], o[field].get("ci")),
+            Estimate.from_stored(n[field]["value"], n[field].get("ci")),
+            _margin(o) or _margin(n) or _default_margin(o.get("median_baseline")),
+            tol, gate and rule is not None))
     return rows
 
 
-def _ratio_row(common: dict[str, Any], o: Mapping[str, Any], n: Mapping[str, Any],
-               k: tuple[Any, ...], base: _Run, cur: _Run, better: str, tol: Tolerances,
-               gating: bool) -> GateRow:
-    comparator = common["comparator"]
-    t = common["tolerance"]
-    field_ = "difference" if comparator == "difference" else "ratio"
-    vo, vn = o[field_]["value"], n[field_]["value"]
-    op = _sub if comparator == "difference" else _div
-    change = op(vn, vo)
-    bench, meas, metric, sw, a_path, b_path = k
-    ka, kb = (bench, meas, a_path, metric, sw), (bench, meas, b_path, metric, sw)
-    have_raw = all(r.raw is not None and r.raw.get(x) and len(r.raw[x]) >= stats.MIN_N
-                   for r in (base, cur) for x in (ka, kb))
-    if vo is None or vn is None:
-        return GateRow(**common, old=vo, new=vn, change=None, ci_low=None, ci_high=None,
-                       verdict=OK, gating=False, source="",
-                       note="not comparable (undefined ratio: zero baseline median)")
-    if have_raw:
-        rng = np.random.default_rng(derive_seed(tol.seed, "gate-ratio", *k))
-        boots = []
-        for r in (base, cur):
-            assert r.raw is not None
-            ma = stats.bootstrap_medians(r.raw[ka], tol.resamples, rng)
-            mb = stats.bootstrap_medians(r.raw[kb], tol.resamples, rng)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                boots.append(mb - ma if comparator == "difference" else mb / ma)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            boot = boots[1] - boots[0] if comparator == "difference" else boots[1] / boots[0]
-        lo, hi = _percentiles(boot, tol.confidence)
-        source = "raw"
-    else:
-        lo, hi = _stored_change(o[field_]["ci"], n[field_]["ci"], comparator)
-        source = "stored"
-    verdict = _verdict(lo, hi, better, comparator, t)
-    return GateRow(**common, old=vo, new=vn, change=change, ci_low=lo, ci_high=hi,
-                   verdict=verdict, gating=gating, source=source)
+def _median_rows(base: Mapping[str, Any], cur: Mapping[str, Any],
+                 tol: Tolerances) -> list[GateRow]:
+    old = {_skey(s): s for s in base["summaries"]}
+    new = {_skey(s): s for s in cur["summaries"]}
+    margins = {(_ckey(c)[:4], c["path"]): _margin(c) for c in base["comparisons"]
+               if c["baseline"] == BASELINE_PATH}
+    refs = {_skey(s)[:2] + _skey(s)[3:]: s["median"] for s in base["summaries"]
+            if s["path"] == BASELINE_PATH}
+    gate = tol.gate_on in ("medians", "both")
+    rows = []
+    for k, o in old.items():
+        n = new.get(k)
+        if n is None:
+            continue
+        bench, meas, path, metric, sw = k
+        spec = metric_spec(metric, o.get("unit"))
+        rule = tol.rule_for(meas, metric, spec.kind, path, None)
+        comparator = rule.comparator if rule else (
+            "difference" if spec.kind in _DIFFERENCE_KINDS else "ratio")
+        margin = margins.get(((bench, meas, metric, sw), path)) or _default_margin(
+            refs.get((bench, meas, metric, sw), o.get("median")))
+        common = dict(benchmark=bench, measurement=meas, metric=metric,
+                      unit=o.get("unit", ""), sweep=sw, path=path)
+        rows.append(_shift_row(
+            "median", common, rule, comparator, spec.better,
+            Estimate.from_stored(o.get("median"), o.get("ci")),
+            Estimate.from_stored(n.get("median"), n.get("ci")), margin, tol,
+            gate and rule is not None))
+    return rows
+
+
+def _verdict_rows(base: Mapping[str, Any], cur: Mapping[str, Any],
+                  tol: Tolerances) -> list[GateRow]:
+    """Every comparison equivalent in the baseline must still be equivalent."""
+    new = {_ckey(c): c for c in cur["comparisons"]}
+    rows = []
+    for c in base["comparisons"]:
+        n = new.get(_ckey(c))
+        if c.get("verdict") != EQUIVALENT or n is None or n.get("verdict") == EQUIVALENT:
+            continue
+        k = _ckey(c)
+        rows.append(GateRow(
+            figure="verdict", benchmark=k[0], measurement=k[1], metric=k[2],
+            unit=c.get("unit", ""), sweep=k[3], path=f"{k[5]}/{k[4]}", comparator="",
+            old=None, new=None, change=None, ci_low=None, ci_high=None, threshold=None,
+            rule="verdict flip", verdict=FLIPPED, gating=tol.fail_on_verdict_flip,
+            note=f"equivalent -> {n.get('verdict')}: fix the cause, or re-record the "
+                 "baseline if the change is intended"))
+    return rows
+
+
+def _presence_rows(base: Mapping[str, Any], cur: Mapping[str, Any],
+                   tol: Tolerances) -> list[GateRow]:
+    """Figures of the baseline absent now (fail with fail_on_missing) and new figures."""
+    old_s = {_skey(s): s for s in base["summaries"]}
+    new_s = {_skey(s): s for s in cur["summaries"]}
+    rows = []
+
+    def row(k: tuple[Any, ...], s: Mapping[str, Any], path: str, verdict: str,
+            gating: bool, note: str) -> GateRow:
+        return GateRow(figure="presence", benchmark=k[0], measurement=k[1], metric=k[2],
+                       unit=s.get("unit", ""), sweep=k[3], path=path, comparator="",
+                       old=None, new=None, change=None, ci_low=None, ci_high=None,
+                       threshold=None, rule="presence", verdict=verdict, gating=gating,
+                       note=note)
+
+    for k, s in old_s.items():
+        if k not in new_s:
+            rows.append(row((k[0], k[1], k[3], k[4]), s, k[2], MISSING, tol.fail_on_missing,
+                            "path/metric absent in the current run"))
+    for k, s in new_s.items():
+        if k not in old_s:
+            rows.append(row((k[0], k[1], k[3], k[4]), s, k[2], INFO, False,
+                            "new in the current run (absent in the baseline)"))
+    new_c = {_ckey(c) for c in cur["comparisons"]}
+    for c in base["comparisons"]:
+        k = _ckey(c)
+        both = all((k[0], k[1], p, k[2], k[3]) in new_s for p in (k[4], k[5]))
+        if k not in new_c and both:
+            rows.append(row((k[0], k[1], k[2], k[3]), c, f"{k[5]}/{k[4]}", MISSING,
+                            tol.fail_on_missing, "comparison absent in the current run"))
+    return rows
+
+
+def _rule_rows(base: Mapping[str, Any], rows: Sequence[GateRow],
+               tol: Tolerances) -> list[GateRow]:
+    """A note per rule that selected no figure of the baseline: it gates nothing yet."""
+    used = {r.rule for r in rows if r.figure in ("within-run", "median")}
+    return [GateRow(figure="rule", benchmark="-", measurement=rule.measurement or "*",
+                    metric=rule.metric or "*", unit="", sweep="-", path=",".join(rule.paths),
+                    comparator=rule.comparator, old=None, new=None, change=None, ci_low=None,
+                    ci_high=None, threshold=None, rule=rule.name, verdict=INFO, gating=False,
+                    note="selects no figure of the baseline: not gated until the baseline "
+                         "is re-recorded with it (see ci/README.md)")
+            for rule in tol.rules if rule.name not in used]
 
 
 def compare(
@@ -333,89 +291,64 @@ def compare(
 ) -> tuple[list[GateRow], int]:
     """Compare two runs (results.json files or run directories).
 
-    Returns (rows, exit_code): exit 1 if any gating row regressed (or is missing with
-    fail_on_missing), else 0. Raises GateError (exit 2) for unreadable/invalid inputs."""
+    Returns (rows, exit_code): exit 1 if any gating row is regressed, undecided, flipped or
+    missing, else 0. Raises GateError (exit 2) for unreadable/invalid inputs."""
     tol = tolerances if isinstance(tolerances, Tolerances) else load_tolerances(tolerances)
-    base = _load_run(baseline_results_path, "baseline")
-    cur = _load_run(current_results_path, "current")
-    rows = _ratio_rows(base, cur, tol) + _median_rows(base, cur, tol)
-    failed = any(r.gating and r.verdict in (REGRESSED, MISSING) for r in rows)
+    base = _load(baseline_results_path, "baseline")
+    cur = _load(current_results_path, "current")
+    rows = (_within_run_rows(base, cur, tol) + _median_rows(base, cur, tol)
+            + _verdict_rows(base, cur, tol) + _presence_rows(base, cur, tol))
+    rows += _rule_rows(base, rows, tol)
+    failed = any(r.gating and r.verdict in FAILING for r in rows)
     return rows, 1 if failed else 0
 
 
-# ----------------------------------------------------------------------------- output
-
-_STYLE = {OK: "green", REGRESSED: "bold red", IMPROVED: "cyan", MISSING: "yellow"}
-
-
-def _num(x: float | None) -> str:
-    return "–" if x is None else f"{x:.4g}"
-
-
-def rows_table(rows: Sequence[GateRow], title: str) -> Table:
-    """Every row: figure, path, old, new, change with CI, tolerance, verdict."""
-    t = Table(title=title, title_justify="left")
-    t.add_column("figure")
-    t.add_column("path")
-    for col in ("old", "new", "change [CI]", "tol"):
-        t.add_column(col, justify="right")
-    t.add_column("verdict")
-    for r in rows:
-        sym = "Δ" if r.comparator == "difference" else "×"
-        change = f"{sym}{_num(r.change)} [{_num(r.ci_low)}, {_num(r.ci_high)}]"
-        tol = f"±{r.tolerance:g}" + ("pp" if r.comparator == "difference" else "")
-        verdict = f"[{_STYLE[r.verdict]}]{r.verdict}[/]" + (f" ({r.note})" if r.note else "")
-        figure = f"{r.benchmark}:{r.measurement}/{r.metric}" + (
-            f" @{r.sweep}" if r.sweep != "-" else "")
-        t.add_row(figure, r.path, _num(r.old), _num(r.new), change, tol, verdict)
-    return t
-
-
-def print_rows(rows: Sequence[GateRow], console: Console, code: int) -> None:
-    gating = [r for r in rows if r.gating]
-    info = [r for r in rows if not r.gating]
-    if gating:
-        console.print(rows_table(gating, "gating: within-run path ratios B/A (new vs old)"
-                                 if gating[0].kind == "ratio" else "gating"))
-    if info:
-        console.print(rows_table(info, "information (not gating)"))
-    counts = {v: sum(r.verdict == v for r in gating) for v in _STYLE}
-    console.print(f"gating rows: {len(gating)}, "
-                  + ", ".join(f"{k} {n}" for k, n in counts.items())
-                  + f" -> {'FAIL' if code else 'PASS'}")
+# ----------------------------------------------------------------------------- command
 
 
 def main_compare(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
-    """`cfrbench compare BASELINE CURRENT [--tolerances F] [--gate-on X] [--json OUT]`."""
+    """`cfrbench compare BASELINE CURRENT [--tolerances F] [--gate-on X] [--json F]
+    [--markdown F]`."""
     parser = argparse.ArgumentParser(
         prog="cfrbench compare",
-        description="Compare a run with a baseline run; exit 1 on a confident regression.")
+        description="Compare a run with a baseline run; exit 1 on a regression, an undecided "
+                    "gated figure, a flipped equivalence verdict or a missing figure.")
     parser.add_argument("baseline", help="baseline run directory or results.json")
     parser.add_argument("current", help="current run directory or results.json")
     parser.add_argument("--tolerances", help=f"tolerances TOML (default {DEFAULT_TOLERANCES})")
-    parser.add_argument("--gate-on", choices=GATE_ON, help="override [gate] gate_on")
-    parser.add_argument("--json", dest="json_out", help="also write the rows as JSON here")
+    parser.add_argument("--gate-on", choices=GATE_ON,
+                        help="override [gate] gate_on: gate within-run comparisons (ratios), "
+                             "each path's own median (medians) or both")
+    parser.add_argument("--json", dest="json_out", metavar="F",
+                        help="also write every row as JSON here")
+    parser.add_argument("--markdown", dest="markdown_out", metavar="F",
+                        help="also append a markdown verdict table here (e.g. "
+                             "$GITHUB_STEP_SUMMARY)")
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as e:
         return int(e.code) if isinstance(e.code, int) else 2
     # CI logs are not terminals: print wide rather than wrapping every cell.
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    console = console or Console(width=None if sys.stdout.isatty() else 180)
     err = Console(stderr=True)
     try:
         tol = load_tolerances(args.tolerances)
         if args.gate_on:
-            tol = Tolerances(tol.kind, tol.metric, args.gate_on, tol.fail_on_missing,
-                             tol.confidence, tol.resamples, tol.seed)
+            tol = replace(tol, gate_on=args.gate_on)
         rows, code = compare(args.baseline, args.current, tol)
     except CfrbenchError as e:
         err.print(f"cfrbench compare: {e}", markup=False, highlight=False)
         return 2
     print_rows(rows, console, code)
-    if args.json_out:
-        Path(args.json_out).write_text(
-            json.dumps({"exit_code": code, "rows": [asdict(r) for r in rows]}, indent=1,
-                       allow_nan=False) + "\n", encoding="utf-8")
+    try:
+        if args.json_out:
+            write_json(Path(args.json_out), [asdict(r) for r in rows], code, tol)
+        if args.markdown_out:
+            write_markdown(Path(args.markdown_out), rows, code, args.baseline, args.current)
+    except OSError as e:
+        err.print(f"cfrbench compare: cannot write output: {e}", markup=False,
+                  highlight=False)
+        return 2
     return code
 
 

@@ -393,10 +393,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """Hand every argument to the gate unchanged: its own parser (ci/gate.py) is the one
+    definition of its options (--tolerances, --gate-on, --json, --markdown), so none can
+    be dropped here again."""
     from ci.gate import main_compare
 
-    return main_compare([args.baseline, args.current, *(["--tolerances", args.tolerances]
-                                                          if args.tolerances else [])])
+    return main_compare(args.gate_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -462,10 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("compare", help="regression gate: compare BASELINE CURRENT")
-    p.add_argument("baseline")
-    p.add_argument("current")
-    p.add_argument("--tolerances")
+    p = sub.add_parser("compare", add_help=False,
+                       help="regression gate: compare BASELINE CURRENT (see 'compare --help')")
+    p.add_argument("gate_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_compare)
     return parser
 
@@ -473,7 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv[:1] == ["compare"]:
+        # argparse would claim the gate's options (and --help) before REMAINDER sees them
+        args = argparse.Namespace(func=cmd_compare, gate_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except CfrbenchError as exc:
