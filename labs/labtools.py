@@ -15,6 +15,10 @@ many    open N TCP flows and hold them (flow limit, pool exhaustion)
 connrate  new TCP connections per second (bench)
 udpflood  one datagram to each of many ports: many tracked flows (memory bench)
 Every command prints one JSON document on stdout.
+
+About 550 lines on purpose: it is the one program the labs and the relay's integration tests
+exec in every namespace, stdlib only (sockets), so each command stays a small function here
+rather than a module of its own.
 """
 
 from __future__ import annotations
