@@ -19,6 +19,9 @@ What each column of the resulting ``FlowTable`` comes from:
 * ``addr``/``port``/``prefix``: front-door ``peer_addr``/``peer_port``.
 * ``psk``: ``psk_id_hash``; ``issued_*``: ``issued_ticket_hashes`` (optional list).
 * ``own_*``: ground-truth ``local_addr`` (the client's own address; model input only).
+* ``extra``: the front door's fingerprints of each connection (``syn``, ``rtt_us``,
+  ``ja4``, ``tls_groups``, ``h2_settings``), coded by ``fingerprint_columns`` under the
+  names of ``fingerprints.COLUMNS``; ``-1`` where the log has no value.
 
 The on-path access observer is modelled by ``access_observer_view``: it sees the subscriber's
 own address and the *outer* SNI (the public name) when ECH was accepted, the real name
@@ -35,7 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.linkability.fingerprints import COLUMNS, rtt_bucket
 from benchmarks.linkability.flows import PREFIX_BITS, FlowTable, factorize
+
+TS_HZ = 1000  # TCP timestamp clock of the senders (Linux: 1 kHz since 4.13)
 
 
 def load_jsonl(path: str | Path) -> list[dict]:
@@ -114,6 +120,52 @@ def _prefix_key(addr: str, bits: int) -> str:
     if ip.version == 4:
         return f"v4:{ip}"
     return str(ipaddress.IPv6Network((int(ip) >> (128 - bits) << (128 - bits), bits)))
+
+
+def _syn_shape(syn: dict) -> str | None:
+    """The SYN's stack-specific shape: window, option order, MSS and window scale (p0f's
+    signature fields, without the TTL, which is its own signal)."""
+    if not syn:
+        return None
+    return f"{syn.get('window')}:{syn.get('options')}:{syn.get('mss')}:{syn.get('wscale')}"
+
+
+def _ts_offset(r: dict) -> int:
+    """TSval minus the SYN's arrival in sender-clock ticks, mod 2^32; -1 without TSval.
+
+    The arrival is estimated as accept time minus the handshake RTT (the SYN-ACK/ACK round
+    trip), which removes most of the per-path difference between accept and SYN."""
+    syn = r.get("syn") or {}
+    tsval = syn.get("tsval")
+    if tsval is None or r.get("ts") is None:
+        return -1
+    arrival_s = float(r["ts"]) - float(r.get("rtt_us") or 0) / 1e6
+    return int((int(tsval) - round(arrival_s * TS_HZ)) % (1 << 32))
+
+
+def fingerprint_columns(rows: Sequence[dict]) -> dict[str, np.ndarray]:
+    """Per-flow integer codes of the front door's fingerprint fields (-1 = not logged)."""
+    syns = [r.get("syn") or {} for r in rows]
+
+    def codes(values: list) -> np.ndarray:
+        return factorize(values, missing=None)[0]
+
+    return {
+        COLUMNS["ttl"]: np.array(
+            [int(s["ttl"]) if s.get("ttl") is not None else -1 for s in syns], dtype=np.int64
+        ),
+        COLUMNS["syn"]: codes([_syn_shape(s) for s in syns]),
+        COLUMNS["ipid"]: np.array(
+            [int(s["ip_id"]) if s.get("ip_id") is not None else -1 for s in syns], dtype=np.int64
+        ),
+        COLUMNS["tsoffset"]: np.array([_ts_offset(r) for r in rows], dtype=np.int64),
+        COLUMNS["ja4"]: codes([r.get("ja4") for r in rows]),
+        COLUMNS["groups"]: codes([r.get("tls_groups") for r in rows]),
+        COLUMNS["h2"]: codes([r.get("h2_settings") for r in rows]),
+        COLUMNS["rtt"]: np.array(
+            [rtt_bucket(float(r.get("rtt_us") or 0)) for r in rows], dtype=np.int64
+        ),
+    }
 
 
 def join_records(
@@ -221,6 +273,7 @@ def join_records(
         own_addr=own_addr,
         own_prefix=own_prefix,
         own_family=own_family,
+        extra=fingerprint_columns(rows_fd),
     )
     return ft, cov
 
