@@ -84,7 +84,7 @@ def light_metrics(trace: Trace, policy: str, p: SimParams) -> dict:
     s = pairwise_scores(ft.household, ft.addr)
     labels = {
         "addr": ft.addr,
-        f"port-block-{p.cgn_block}": lk.port_block(p.cgn_block)(ft),
+        f"port-block-{p.cgn_block or 1024}": lk.port_block(p.cgn_block or 1024)(ft),
         f"addr-burst-{p.burst_gap_s:g}s": lk.address_burst(p.burst_gap_s)(ft),
     }
     best = {

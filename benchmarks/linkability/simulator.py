@@ -25,10 +25,12 @@ Policies (``apply_policy``), the alias the front door sees for each flow:
   random phase per device (RFC 8981 DESYNC).
 * ``nptv6``: stable 1:1 prefix translation (RFC 6296): a random permutation of /56s; per
   device addresses stay 1:1.
-* ``cgn``: paired pooling (RFC 4787/6888): subscribers in keyed-hash order dealt
-  round-robin over the pool, so each keeps one address; an aligned block of ``cgn_block``
-  ports (above 1023) per subscriber on that address (shared only when the address holds more
-  subscribers than blocks), random port inside it.
+* ``cgn``: paired pooling (RFC 4787/6888), one stable address per subscriber. With
+  ``cgn_block`` None (the default, what the relay does): address = keyed hash of the
+  subscriber mod pool, ports kept as the client chose them. With a block size (a CGN with
+  RFC 7422-style port blocks, which the relay does not have): subscribers in keyed-hash order
+  dealt round-robin over the pool, an aligned block of ``cgn_block`` ports (above 1023) per
+  subscriber on that address, random port inside it.
 * ``cfr-flow``: alias uniform over the pool for every flow, random port 1024..65535.
 * ``cfr-epoch``: alias = keyed_hash(subscriber, epoch) mod pool, epoch = floor(t /
   ``epoch_s``) (global boundaries), random port.
@@ -36,7 +38,10 @@ Policies (``apply_policy``), the alias the front door sees for each flow:
 Applied to an emulated trace (``trace_from_flows``, which keeps each flow's own address),
 the dual-stack variant ``_apply_to_own_addresses`` is used instead; see its docstring.
 
-Pool policies are modelled as IPv4-like: their prefix columns equal the address, i.e. an
+With ``v6_fraction`` > 0 the synthetic trace is dual stack (``_synthetic_own_addresses``)
+and policies act per family as the relay does (``_apply_to_own_addresses``: cgn on IPv4
+only; CFR pools per family; fresh IPv6 aliases every epoch). Otherwise pool policies are
+modelled as IPv4-like: their prefix columns equal the address, i.e. an
 IPv6 alias pool is assumed to give each alias its own /64 or more. (A pool packed into one
 /64 only makes prefix linkers join everything, i.e. chance precision: no worse for privacy.)
 """
@@ -87,7 +92,7 @@ class SimParams:
     households_per_48: int = 256
     pool: int | None = None
     subscribers_per_alias: int = 32
-    cgn_block: int = 1024
+    cgn_block: int | None = None
     epoch_s: float = 300.0
     window_s: float = 60.0
     burst_gap_s: float = 30.0
@@ -98,6 +103,7 @@ class SimParams:
     weak_first_rank: int = 30
     weak_prob: float = 0.05
     activity_sigma: float = 0.5
+    v6_fraction: float = 0.0
 
     def pool_size(self) -> int:
         """Alias pool for cgn/cfr-*: ``pool`` or subscribers / ``subscribers_per_alias``."""
@@ -210,6 +216,7 @@ def generate_trace(p: SimParams) -> Trace:
     ts = sess_ts[f_sess] + np.where(is_first, 0.0, rng.uniform(0.0, p.session_spread_s, nf))
     present = np.where(is_first, resumed_session[f_sess], rng.random(nf) < p.resume_prob)
     psk = np.where(present, chain[f_sess], -1).astype(np.int64)
+    own = _synthetic_own_addresses(p, rng_w, ns, f_sess, sess_hh, sess_dev, s_n)
     return Trace(
         ts=ts,
         household=sess_hh[f_sess],
@@ -223,7 +230,43 @@ def generate_trace(p: SimParams) -> Trace:
         device_household=device_household,
         trait=trait,
         weak_trait=weak,
+        **own,
     )
+
+
+def _synthetic_own_addresses(
+    p: SimParams,
+    rng: np.random.Generator,
+    ns: int,
+    f_sess: np.ndarray,
+    sess_hh: np.ndarray,
+    sess_dev: np.ndarray,
+    s_n: int,
+) -> dict:
+    """Dual stack for a synthetic trace (``v6_fraction`` > 0), as the emulation runs it.
+
+    A session is IPv6 with probability ``v6_fraction``. Own addresses: IPv4 one per household
+    (home NAT); IPv6 one stable address per device inside the household's /56 (a /48 holds
+    ``households_per_48`` households). With them ``apply_policy`` takes the per-family,
+    relay-matching path (``_apply_to_own_addresses``). ``v6_fraction`` 0 keeps the older
+    single-family (IPv4-like) model.
+    """
+    if p.v6_fraction <= 0:
+        return {}
+    v6 = (rng.random(ns) < p.v6_fraction)[f_sess]
+    hh, dev = sess_hh[f_sess], sess_dev[f_sess]
+    off = np.int64(1) << 36  # IPv4 codes live apart from IPv6 prefix codes
+    addr = np.where(v6, s_n + dev, hh).astype(np.int64)
+    prefix = {
+        64: np.where(v6, hh, off + hh),
+        56: np.where(v6, hh, off + hh),
+        48: np.where(v6, hh // max(1, p.households_per_48), off + hh),
+    }
+    return {
+        "own_addr": addr,
+        "own_prefix": prefix,
+        "own_family": np.where(v6, 6, 4).astype(np.int8),
+    }
 
 
 def trace_from_flows(ft: FlowTable, trait: np.ndarray) -> Trace:
@@ -281,26 +324,36 @@ def _apply_to_own_addresses(trace: Trace, policy: str, p: SimParams) -> FlowTabl
     if policy in ("route", "nptv6", "ipv6-temp"):
         pass
     elif policy == "cgn":
-        n_hh = int(trace.trait.size)
-        rank = np.empty(n_hh, dtype=np.int64)
-        rank[np.argsort(mix64(np.arange(n_hh), key), kind="stable")] = np.arange(n_hh)
-        first = -(-1024 // p.cgn_block) * p.cgn_block
-        blocks = max(1, (65536 - first) // p.cgn_block)
-        addr[v4] = base + rank[hh[v4]] % pool
-        port[v4] = (
-            first
-            + ((rank[hh[v4]] // pool) % blocks) * p.cgn_block
-            + rng.integers(0, p.cgn_block, int(v4.sum()))
-        )
+        if p.cgn_block is None:
+            # The relay: jhash(subscriber address) with a fixed seed, ports kept as chosen.
+            addr[v4] = base + (mix64(hh[v4], key) % np.uint64(pool)).astype(np.int64)
+        else:
+            n_hh = int(trace.trait.size)
+            rank = np.empty(n_hh, dtype=np.int64)
+            rank[np.argsort(mix64(np.arange(n_hh), key), kind="stable")] = np.arange(n_hh)
+            first = -(-1024 // p.cgn_block) * p.cgn_block
+            blocks = max(1, (65536 - first) // p.cgn_block)
+            addr[v4] = base + rank[hh[v4]] % pool
+            port[v4] = (
+                first
+                + ((rank[hh[v4]] // pool) % blocks) * p.cgn_block
+                + rng.integers(0, p.cgn_block, int(v4.sum()))
+            )
     elif policy in ("cfr-flow", "cfr-epoch"):
+        epoch = np.floor(trace.ts / p.epoch_s).astype(np.int64)
         if policy == "cfr-flow":
             idx = rng.integers(0, pool, n)
         else:
-            epoch = np.floor(trace.ts / p.epoch_s).astype(np.int64)
+            # jhash(IPv4 address) and jhash(IPv6 /56) with the epoch's seed: independent
+            # indices per family, like the relay's two rules.
             with np.errstate(over="ignore"):
-                k = mix64(hh.astype(np.uint64) ^ mix64(epoch, key + 1), key)
+                salt = mix64(fam.astype(np.uint64), key + 2)
+                k = mix64(hh.astype(np.uint64) ^ mix64(epoch, key + 1) ^ salt, key)
             idx = (k % np.uint64(pool)).astype(np.int64)
-        addr = base + np.where(v4, 0, pool) + idx
+        # IPv6 aliases are derived afresh every epoch (relay/epoch.py v6_aliases), for
+        # cfr-flow too; the IPv4 pool is fixed.
+        e_rel = epoch - epoch.min(initial=0)
+        addr = base + np.where(v4, idx, pool + e_rel * pool + idx)
         port = rng.integers(1024, 65536, n)
     else:
         raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
@@ -362,14 +415,19 @@ def apply_policy(trace: Trace, policy: str, p: SimParams) -> FlowTable:
         # Subscribers in keyed-hash order dealt round-robin over the pool: balanced and
         # stable. Aligned port blocks above the well-known ports, one per subscriber on its
         # address (shared only when the address holds more subscribers than blocks).
-        rank = np.empty(n_hh, dtype=np.int64)
-        rank[np.argsort(mix64(np.arange(n_hh), key), kind="stable")] = np.arange(n_hh)
-        sub_addr = rank % pool
-        first = -(-1024 // p.cgn_block) * p.cgn_block
-        blocks = max(1, (65536 - first) // p.cgn_block)
-        block = (rank // pool) % blocks
-        addr = sub_addr[hh]
-        port = first + block[hh] * p.cgn_block + rng.integers(0, p.cgn_block, n)
+        if p.cgn_block is None:
+            # The relay: jhash(subscriber) with a fixed seed, ports kept (random ephemeral).
+            addr = (mix64(hh, key) % np.uint64(pool)).astype(np.int64)
+            port = ephemeral
+        else:
+            rank = np.empty(n_hh, dtype=np.int64)
+            rank[np.argsort(mix64(np.arange(n_hh), key), kind="stable")] = np.arange(n_hh)
+            sub_addr = rank % pool
+            first = -(-1024 // p.cgn_block) * p.cgn_block
+            blocks = max(1, (65536 - first) // p.cgn_block)
+            block = (rank // pool) % blocks
+            addr = sub_addr[hh]
+            port = first + block[hh] * p.cgn_block + rng.integers(0, p.cgn_block, n)
         fam, prefix = 4, None
     elif policy == "cfr-flow":
         addr, port, fam, prefix = rng.integers(0, pool, n), random_port, 4, None
@@ -409,7 +467,7 @@ def model_linkers(p: SimParams) -> dict[str, lk.Linker]:
         "v6/64": lk.same_prefix(64),
         "v6/56": lk.same_prefix(56),
         "v6/48": lk.same_prefix(48),
-        f"port-block-{p.cgn_block}": lk.port_block(p.cgn_block),
+        f"port-block-{p.cgn_block or 1024}": lk.port_block(p.cgn_block or 1024),
         f"addr-burst-{p.burst_gap_s:g}s": lk.address_burst(p.burst_gap_s),
         "resumption": lk.resumption,
         "addr+resumption": lk.union(lk.same_address, lk.resumption),

@@ -67,12 +67,13 @@ def test_cfr_epoch_alias_constant_per_epoch(trace: Trace) -> None:
 
 
 def test_cgn_is_paired_and_port_blocks_separate(trace: Trace) -> None:
-    ft = apply_policy(trace, "cgn", P)
+    p = SimParams(subscribers=3000, seed=4, cgn_block=1024)  # a CGN with port blocks
+    ft = apply_policy(trace, "cgn", p)
     per_hh = {}
     for h, a in zip(ft.household, ft.addr, strict=True):
         assert per_hh.setdefault(h, a) == a  # stable external address per subscriber
     s_addr = pairwise_scores(ft.household, ft.addr)
-    s_block = pairwise_scores(ft.household, ft.addr * 100 + ft.port // P.cgn_block)
+    s_block = pairwise_scores(ft.household, ft.addr * 100 + ft.port // 1024)
     assert s_addr.recall == 1.0
     assert s_block.precision > 0.99  # blocks are per subscriber when not oversubscribed
 
@@ -92,7 +93,7 @@ def test_hand_computed_small_case() -> None:
         device_household=np.array([0, 1]),
         trait=np.array([True, False]),
     )
-    p = SimParams(subscribers=2, pool=1, window_s=60.0, epoch_s=100.0, seed=1)
+    p = SimParams(subscribers=2, pool=1, window_s=60.0, epoch_s=100.0, seed=1, cgn_block=1024)
     res = simulate(p, policies=("route", "cfr-flow", "cfr-epoch", "cgn"), trace=tr)["policies"]
     # route: own addresses; 2 true pairs (0-1, 2-3), both found.
     assert res["route"]["pairwise"]["addr"]["precision"] == 1.0
