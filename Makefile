@@ -30,8 +30,17 @@ lint: setup
 clean:
 	@if [ -x $(CFRBENCH) ]; then $(CFRBENCH) clean --all; fi
 
-# CI performance gate: the quick profile, then compare with the committed baseline.
+# CI performance gate: the quick profile into a run directory of its own, then the gate
+# against the committed baseline (ci/README.md). CI_OUT defaults to a new directory per
+# invocation (UTC time + random suffix, fixed once per make), so a second run never meets the
+# first's records; CI passes results/ci-<run id>-<attempt>. GATE_MARKDOWN=F appends the
+# verdict table to F (e.g. $GITHUB_STEP_SUMMARY); the rows as JSON go to CI_OUT/gate.json.
 BASELINE ?= ci/baselines/quick
+ifndef CI_OUT
+CI_OUT := results/ci-$(shell date -u +%Y%m%dT%H%M%SZ)-$(shell od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+endif
+GATE_MARKDOWN ?=
 bench-ci: setup
-	$(CFRBENCH) run --profile quick --out results/ci-current
-	$(CFRBENCH) compare $(BASELINE) results/ci-current
+	$(CFRBENCH) run --profile quick --out $(CI_OUT)
+	$(CFRBENCH) compare $(BASELINE) $(CI_OUT) --json $(CI_OUT)/gate.json \
+		$(if $(GATE_MARKDOWN),--markdown $(GATE_MARKDOWN))
