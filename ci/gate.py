@@ -315,7 +315,8 @@ def main_compare(argv: Sequence[str] | None = None, console: Console | None = No
                     "gated figure, a flipped equivalence verdict or a missing figure.")
     parser.add_argument("baseline", help="baseline run directory or results.json")
     parser.add_argument("current", help="current run directory or results.json")
-    parser.add_argument("--tolerances", help=f"tolerances TOML (default {DEFAULT_TOLERANCES})")
+    parser.add_argument("--tolerances", metavar="F",
+                        help="tolerances TOML (default: the package's ci/tolerances.toml)")
     parser.add_argument("--gate-on", choices=GATE_ON,
                         help="override [gate] gate_on: gate within-run comparisons (ratios), "
                              "each path's own median (medians) or both")

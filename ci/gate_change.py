@@ -158,20 +158,26 @@ def classify(ch: Change, th: Threshold) -> tuple[str, str]:
 
 def _undecided_note(ch: Change, th: Threshold, e: float) -> str:
     """What the user should do: confirm a likely regression, or gather enough samples that
-    the CI clears the threshold (half-width <= T - e), naming which run limits it."""
+    the CI clears the threshold (bad-side half-width <= T - e), naming which run limits it."""
     t = th.work
-    if e >= t:
+    if e >= t * (1.0 - 1e-9):  # at the threshold, up to rounding
         return ("estimate at or beyond the threshold, CI reaches back short of it: likely a "
                 "regression; rerun with more repetitions to confirm")
-    head = ("estimate beyond half the threshold" if e >= t / 2.0
+    head = (f"estimate {e / t:.0%} of the way to the threshold and the CI reaches it: likely "
+            "a regression" if e >= t / 2.0
             else "CI too wide to decide (half-width above the threshold)")
-    room = t - e  # the bad-side half-width that would decide
+    return f"{head}; {_rerun_advice(ch, th, t - e)}"
+
+
+def _rerun_advice(ch: Change, th: Threshold, room: float) -> str:
+    """How many times the current run's repetitions would bring the CI's bad side within
+    `room` (its half-width shrinks as 1/sqrt(n)); the baseline's own side cannot shrink."""
     new_bad, old_bad = (ch.new_up, ch.old_down) if th.bad_up else (ch.new_down, ch.old_up)
     if old_bad >= room:
-        return (f"{head}, and the baseline alone is too imprecise: re-record the baseline "
-                "with more repetitions (see ci/README.md), then rerun")
+        return ("the baseline's CI alone reaches the threshold: re-record the baseline with "
+                "more repetitions (see ci/README.md), then rerun")
     need = math.sqrt(room * room - old_bad * old_bad)
     factor = (new_bad / need) ** 2 if need > 0 else math.inf
     more = f"about {factor:.1f}x" if factor < 100 else "over 100x"
-    return (f"{head}: rerun with {more} the repetitions of this measurement (or the full "
-            "profile) so the CI clears the threshold")
+    return (f"to decide, rerun with {more} the repetitions of this measurement (or the full "
+            "profile)")
