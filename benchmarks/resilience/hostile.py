@@ -5,7 +5,12 @@ exact bytes matter (bad checksums, overlapping fragments, extension-header chain
 quoted headers), which is what scapy is for; rate does not matter.
 
     python hostile.py --src4 A --src6 B --dst4 C --dst6 D --victim4 E --out FILE
-Prints/writes {"sent": {kind: count}}.
+                      [--spoof4 X,Y --spoof6 Z] [--kinds k1,k2]
+Writes {"sent": {kind: count}, "spoofed_sources": [...]}.
+
+The spoofed sources come from the caller (the address plan), so the front-door capture can
+be searched for exactly them: a spoofed packet that got through is seen there, whatever
+the relay's counters say.
 """
 
 from __future__ import annotations
@@ -69,27 +74,40 @@ def build(a: argparse.Namespace) -> dict[str, list]:
         IPv6(src=a.src6, dst=a.dst6) / ICMPv6DestUnreach(code=4)
         / IPv6(src=a.dst6, dst=a.src6) / UDP(sport=9797, dport=sport),
     ]
-    kinds["spoofed_source"] = [IP(src=f"198.19.{random.randint(1, 250)}.{i + 1}", dst=a.dst4)
-                               / TCP(sport=sport + i, dport=443, flags="S") for i in range(10)]
-    kinds["spoofed_source_v6"] = [IPv6(src=f"2001:db8:dead::{i + 1}", dst=a.dst6)
-                                  / TCP(sport=sport + i, dport=443, flags="S") for i in range(5)]
+    kinds["spoofed_source"] = [IP(src=src, dst=a.dst4) / TCP(sport=sport + i, dport=443,
+                                                             flags="S")
+                               for i, src in enumerate(_split(a.spoof4))]
+    kinds["spoofed_source_v6"] = [IPv6(src=src, dst=a.dst6) / TCP(sport=sport + i, dport=443,
+                                                                  flags="S")
+                                  for i, src in enumerate(_split(a.spoof6))]
     kinds["ttl_1"] = [IP(src=a.src4, dst=a.dst4, ttl=1) / UDP(sport=sport, dport=9797)
                       / Raw(b"ttl"), IPv6(src=a.src6, dst=a.dst6, hlim=1)
                       / UDP(sport=sport, dport=9797) / Raw(b"ttl")]
     return kinds
 
 
+def _split(text: str) -> list[str]:
+    return [x for x in text.split(",") if x]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     for name in ("src4", "src6", "dst4", "dst6", "victim4", "out"):
         ap.add_argument(f"--{name}", required=True)
+    ap.add_argument("--spoof4", default="", help="comma-separated spoofed IPv4 sources")
+    ap.add_argument("--spoof6", default="", help="comma-separated spoofed IPv6 sources")
+    ap.add_argument("--kinds", default="", help="comma-separated kinds to send (default: all)")
     args = ap.parse_args()
+    only = set(_split(args.kinds))
     sent: dict[str, int] = {}
     for kind, pkts in build(args).items():
+        if (only and kind not in only) or not pkts:
+            continue
         send(pkts, verbose=False)
         sent[kind] = len(pkts)
     with open(args.out, "w") as fh:
-        json.dump({"sent": sent}, fh)
+        json.dump({"sent": sent, "spoofed_sources": _split(args.spoof4) + _split(args.spoof6)},
+                  fh)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ from rich.console import Console
 
 from benchmarks.environment import BenchEnv
 from benchmarks.leakcheck import scanner_for
+from benchmarks.resilience.frontdoor import judge
 from testbed.addressing import AddressPlan
+from testbed.leaks import CONTROL_CATEGORIES, sources_seen
 from testbed.lifecycle import RunRegistry
 from testbed.network import Network
 from testbed.node import ManagedProcess
@@ -86,11 +88,13 @@ class Ctx:
         subs = self.plan.subscribers(sc.population, start=sc.subscribers)
         return [str(s.v4) for s in subs[: n or self.scale.sources]]
 
-    def crowd_loader(self) -> ech_service.LoadGenerator:
+    def crowd_loader(self, name: str) -> ech_service.LoadGenerator:
+        """A load generator on the population host; `name` gives it its own directory
+        (each generator numbers its runs from 1, so a shared one would overwrite records)."""
         assert self.env.dns is not None and self.env.ca_file is not None
         return ech_service.LoadGenerator(self.net[POPULATION_HOST], dns=self.env.dns.address,
                                          ca_file=self.env.ca_file,
-                                         workdir=self.out / "load-crowd")
+                                         workdir=self.out / f"load-crowd-{name}")
 
     def drops(self) -> dict[str, int]:
         return dict(self.env.relay.status()["drops"])
@@ -168,7 +172,7 @@ def exhaustion(ctx: Ctx) -> dict[str, Any]:
     attacker = str(ctx.plan.subscriber(1).v4)  # s2 is subscriber index 1
     fd4 = env.front_door(4)
     sources = [(f"pop{i}", a) for i, a in enumerate(ctx.sources())]
-    loader = ctx.crowd_loader()
+    loader = ctx.crowd_loader("exhaustion")
     att_loader = ech_service.LoadGenerator(ctx.net[ATTACKER], dns=env.dns.address,
                                            ca_file=env.ca_file, workdir=ctx.out / "load-att")
     # The attacker suppresses its own kernel's RSTs to the SYN-ACKs its flood provokes, so
@@ -380,7 +384,7 @@ def crash(ctx: Ctx) -> dict[str, Any]:
     # new flows while the control plane is dead: long-lived ones and ECH handshakes
     client_b, out_b = _flows(ctx, "crb", sc.crash_tcp // 2, sc.crash_udp // 2, dur_a - 2)
     ctx.forget_crowd_dns()
-    res = ctx.crowd_loader().run(sites=ctx.env.sites[:5], count=30, concurrency=3,
+    res = ctx.crowd_loader("crash").run(sites=ctx.env.sites[:5], count=30, concurrency=3,
                                  sources=[(f"pop{i}", a) for i, a in enumerate(ctx.sources())],
                                  family=4, check=False, timeout=120)
     new_ok = sum(1 for r in res.records if not r.get("error"))
@@ -425,7 +429,7 @@ def front_door(ctx: Ctx) -> dict[str, Any]:
     """Open-loop ECH load while the operator rotates keys, then restarts the front door."""
     sc, env = ctx.scale, ctx.env
     ctx.forget_crowd_dns()
-    loader = ctx.crowd_loader()
+    loader = ctx.crowd_loader("front-door")
     argv, truth = loader.argv(sites=env.sites[:10], rate=sc.fd_load_rate,
                               duration=sc.fd_load_s, family=4,
                               sources=[(f"pop{i}", a) for i, a in enumerate(ctx.sources())])
@@ -441,27 +445,12 @@ def front_door(ctx: Ctx) -> dict[str, Any]:
     t_back = time.time()
     _wait_proc(proc, sc.fd_load_s + 60)
     recs = ech_service.read_jsonl(truth)
-    # a flow whose retry succeeded is not a failed request
-    retried_ok = {r["flow_id"].removesuffix(".retry") for r in recs
-                  if str(r.get("flow_id", "")).endswith(".retry") and not r.get("error")}
-    failed = [r for r in recs if r.get("error") and r.get("flow_id") not in retried_ok
-              and not str(r.get("flow_id", "")).endswith(".retry")]
-    failed += [r for r in recs if str(r.get("flow_id", "")).endswith(".retry")
-               and r.get("error")]
-    ok_after = sorted(r["ts"] for r in recs if not r.get("error") and r["ts"] >= t_restart)
-    fails_after = [r["ts"] for r in failed if r["ts"] >= t_restart]
-    recovery = None
-    if ok_after:
-        later_ok = [t for t in ok_after if not fails_after or t > max(fails_after)]
-        recovery = round(later_ok[0] - t_restart, 3) if later_ok else None
+    outcome = judge(recs, t_rot, t_restart, t_back)
     retries = sum(1 for r in recs if str(r.get("flow_id", "")).endswith(".retry"))
-    passed = bool(recs) and recovery is not None and recovery <= 5.0 and \
-        not [t for t in fails_after if t > t_back + 5.0]
-    return _row("front-door restart + ECH key rotation", load_held=passed,
-                faults_injected=2, faults_survived=2 if passed else 0,
-                flows_lost=len(failed), passed=passed,
-                figures={"requests": len(recs), "failed_requests": len(failed),
-                         "ech_retries": retries, "recovery_s_after_restart": recovery,
+    return _row("front-door restart + ECH key rotation", load_held=outcome.passed,
+                faults_injected=2, faults_survived=2 if outcome.passed else 0,
+                flows_lost=outcome.failed, passed=outcome.passed,
+                figures={**outcome.as_dict(), "ech_retries": retries,
                          "restart_took_s": round(t_back - t_restart, 3),
                          "rotation_at_s": round(t_rot - t0, 2),
                          "restart_at_s": round(t_restart - t0, 2),
@@ -469,59 +458,120 @@ def front_door(ctx: Ctx) -> dict[str, Any]:
 
 
 # -- 5. hostile packets -------------------------------------------------------------------
-def hostile(ctx: Ctx) -> dict[str, Any]:
-    """Malformed / spoofed / forged packets from s2 and the crowd; capture at the front door."""
-    env, relay = ctx.env, ctx.env.relay
-    relay.start_daemon("cfr-flow")
-    plan = ctx.plan
-    fd4, fd6 = env.front_door(4), env.front_door(6)
-    pcap = ctx.out / "hostile-fd.pcap"
+#: Unused hosts of the providers block (an Internet-side address behind the relay's egress)
+#: that the attackers put in their spoofed sources, and the one the core router uses for
+#: the spoof check's control. From the address plan, never guessed at random.
+SPOOF_HOSTS = range(100, 110)
+SPOOF_CONTROL_HOST = 99
+#: What the hostile packets put on the front-door link under `route` (the hostile scan's
+#: positive control): their outer headers, and the front door's own ICMP errors quoting
+#: them (port unreachable for reassembled fragments and the extension-header chain,
+#: protocol unreachable / parameter problem for the unknown protocol). The forged ICMP
+#: errors themselves quote flows nobody made and are dropped as invalid under every policy.
+HOSTILE_CONTROL_CATEGORIES = CONTROL_CATEGORIES
+
+
+def _hostile_send(ctx: Ctx, node: str, tag: str, args: list[str]) -> dict:
+    out = ctx.out / f"hostile-{tag}-{node}.json"
+    res = ctx.net[node].run([PYTHON, str(HERE / "hostile.py"), *args, "--out", str(out)],
+                            check=False, timeout=120)
+    if res.returncode != 0:
+        ctx.log(f"        hostile.py in {node} failed: {res.stderr.strip()[-300:]}")
+    return _read_json(out).get("sent", {})
+
+
+def _hostile_round(ctx: Ctx, tag: str, spoof4: list[str], spoof6: list[str]
+                   ) -> tuple[Path, ManagedProcess, dict[str, int]]:
+    """Start a capture at the front door and send every hostile kind from the attacker and
+    from the population host; the capture is left running for the caller to stop."""
+    env, plan = ctx.env, ctx.plan
+    pcap = ctx.out / f"hostile-fd-{tag}.pcap"
     cap = ctx.net["fd"].spawn(["tcpdump", "-n", "-i", "fd-cdn", "-s", "256", "-U", "-w",
-                               str(pcap)], label="tcpdump-hostile",
-                              log=ctx.out / "hostile-tcpdump.log")
+                               str(pcap)], label=f"tcpdump-hostile-{tag}",
+                              log=ctx.out / f"hostile-{tag}-tcpdump.log")
     time.sleep(0.8)
-    before = ctx.drops()
     sent: dict[str, int] = {}
-    senders = [(ATTACKER, plan.subscriber(1)), (POPULATION_HOST,
-               plan.subscriber(ctx.net.scenario.subscribers))]
-    for node, sub in senders:
-        out = ctx.out / f"hostile-{node}.json"
-        res = ctx.net[node].run([PYTHON, str(HERE / "hostile.py"), "--src4", str(sub.v4),
-                                 "--src6", str(sub.v6), "--dst4", fd4, "--dst6", fd6,
-                                 "--victim4", str(plan.subscriber(0).v4), "--out", str(out)],
-                                check=False, timeout=120)
-        if res.returncode != 0:
-            ctx.log(f"        hostile.py in {node} failed: {res.stderr.strip()[-300:]}")
-        for k, v in _read_json(out).get("sent", {}).items():
+    for node, sub in [(ATTACKER, plan.subscriber(1)),
+                      (POPULATION_HOST, plan.subscriber(ctx.net.scenario.subscribers))]:
+        args = ["--src4", str(sub.v4), "--src6", str(sub.v6), "--dst4", env.front_door(4),
+                "--dst6", env.front_door(6), "--victim4", str(plan.subscriber(0).v4),
+                "--spoof4", ",".join(spoof4), "--spoof6", ",".join(spoof6)]
+        for k, v in _hostile_send(ctx, node, tag, args).items():
             sent[k] = sent.get(k, 0) + v
+    return pcap, cap, sent
+
+
+def hostile(ctx: Ctx) -> dict[str, Any]:
+    """Malformed / spoofed / forged packets from s2 and the crowd, captured at the front door.
+
+    Under cfr-flow nothing may carry a subscriber address there, and no spoofed source may
+    arrive there (checked in the capture itself, not from drop counters that other packet
+    kinds also move). Two positive controls: in the same capture, the core router sends
+    SYNs from a spoofed source of its own, which must be found (the capture and the search
+    work); and the same hostile packets under `route` must produce subscriber-address hits
+    in HOSTILE_CONTROL_CATEGORIES (the scan would see a relay that let them through)."""
+    env, relay, plan = ctx.env, ctx.env.relay, ctx.plan
+    spoof = [plan.service("providers", h) for h in SPOOF_HOSTS]
+    spoof4, spoof6 = [str(a) for a, _ in spoof], [str(b) for _, b in spoof[:5]]
+    ctl4, ctl6 = (str(a) for a in plan.service("providers", SPOOF_CONTROL_HOST))
+    scanner = scanner_for(env)
+    relay.start_daemon("cfr-flow")
+    before = ctx.drops()
+    pcap, cap, sent = _hostile_round(ctx, "cfr-flow", spoof4, spoof6)
+    ctl_sent = _hostile_send(ctx, "core", "spoof-control",
+                             ["--src4", ctl4, "--src6", ctl6, "--dst4", env.front_door(4),
+                              "--dst6", env.front_door(6), "--victim4", ctl4,
+                              "--spoof4", ctl4, "--spoof6", ctl6,
+                              "--kinds", "spoofed_source,spoofed_source_v6"])
     time.sleep(1.0)
     status_ok = relay.cfr("status", "--json", "--no-flows", check=False).returncode == 0
     after = ctx.drops() if status_ok else before
     ctx.forget_crowd_dns()
-    res = ctx.crowd_loader().run(sites=env.sites[:5], count=20, concurrency=2,
+    res = ctx.crowd_loader("hostile").run(sites=env.sites[:5], count=20, concurrency=2,
                                  sources=[(f"pop{i}", a) for i, a in enumerate(ctx.sources(4))],
                                  family=4, check=False, timeout=120)
     normal_ok = sum(1 for r in res.records if not r.get("error"))
     time.sleep(0.5)
     cap.stop()
-    report = scanner_for(env).scan_pcap(pcap)
+    daemon_alive = relay.daemon is not None and relay.daemon.alive()
+    # the positive control of the leak scan: the same packets under `route`
+    relay.stop_daemon()
+    relay.apply("route")
+    ctl_pcap, ctl_cap, route_sent = _hostile_round(ctx, "route", spoof4, spoof6)
+    time.sleep(1.0)
+    ctl_cap.stop()
+    relay.apply("cfr-flow")
+    report, control = scanner.scan_pcap(pcap), scanner.scan_pcap(ctl_pcap)
     leaks = len(report.hits)
     frames = report.packets  # a leak scan of an empty capture proves nothing
+    control_hits = control.categories()
+    control_ok = all(control_hits[c] > 0 for c in HOSTILE_CONTROL_CATEGORIES)
+    spoofed_seen = sources_seen(pcap, spoof4 + spoof6) + sources_seen(ctl_pcap, spoof4 + spoof6)
+    spoof_control_seen = len(sources_seen(pcap, [ctl4, ctl6]))
     delta = {k: after[k] - before[k] for k in after}
     spoofed = sent.get("spoofed_source", 0) + sent.get("spoofed_source_v6", 0)
-    spoof_drops = delta.get("drop_spoofed", 0) + delta.get("drop_not_subscriber", 0)
-    daemon_alive = relay.daemon is not None and relay.daemon.alive()
     passed = (status_ok and daemon_alive and normal_ok == len(res.records) and leaks == 0
-              and spoof_drops >= spoofed and sum(sent.values()) > 0 and frames > 0)
+              and sum(sent.values()) > 0 and frames > 0 and control_ok and spoofed > 0
+              and not spoofed_seen and spoof_control_seen > 0)
     return _row("hostile packets", load_held=normal_ok == len(res.records),
                 faults_injected=sum(sent.values()),
                 faults_survived=sum(sent.values()) if status_ok and daemon_alive else 0,
                 flows_lost=len(res.records) - normal_ok, leaks_found=leaks, passed=passed,
                 figures={"sent": sent, "drop_counter_deltas": delta,
-                         "spoofed_sent": spoofed, "spoof_drops": spoof_drops,
+                         "leak_hits_by_category": report.categories(),
+                         "leak_examples": [h.__dict__ for h in report.hits[:5]],
+                         "control_policy": "route", "control_sent": route_sent,
+                         "control_hits_by_category": control_hits,
+                         "control_required": list(HOSTILE_CONTROL_CATEGORIES),
+                         "control_ok": control_ok,
+                         "spoofed_sent": spoofed, "spoofed_sources": spoof4 + spoof6,
+                         "spoofed_seen_at_front_door": len(spoofed_seen),
+                         "spoof_control_sent": sum(ctl_sent.values()),
+                         "spoof_control_seen_at_front_door": spoof_control_seen,
                          "status_answers": status_ok, "daemon_alive": daemon_alive,
                          "normal_traffic_ok": [normal_ok, len(res.records)],
-                         "frames_captured_at_front_door": frames, "pcap": pcap.name})
+                         "frames_captured_at_front_door": frames, "pcap": pcap.name,
+                         "control_pcap": ctl_pcap.name})
 
 
 SCENARIOS: dict[str, Callable[[Ctx], dict[str, Any]]] = {

@@ -61,11 +61,22 @@ def test_control_plane_crash_keeps_data_plane_and_log(rows):
 def test_front_door_restart_and_key_rotation_recover(rows):
     row = rows["front-door"]
     assert row["passed"], row
-    assert row["figures"]["recovery_s_after_restart"] is not None
+    f = row["figures"]
+    assert f["recovery_s_after_restart"] is not None
+    # nothing lost between rotation and restart: stale clients recovered via retry configs
+    assert f["failed_between_rotation_and_restart"] == 0, f
+    assert f["rejected_with_retry_configs"] > 0, f
+    assert f["recovered_via_retry"] == f["rejected_with_retry_configs"], f
 
 
 def test_hostile_packets_survived_without_leaks(rows):
     row = rows["hostile"]
     assert row["passed"], row
+    f = row["figures"]
     assert row["leaks_found"] == 0
-    assert row["figures"]["frames_captured_at_front_door"] > 0
+    assert f["frames_captured_at_front_door"] > 0
+    # the scan's positive control: the same packets under route do show subscribers
+    assert all(f["control_hits_by_category"][c] > 0 for c in f["control_required"]), f
+    # spoofing checked where it matters: none arrived, although the control's did
+    assert f["spoofed_sent"] > 0 and f["spoofed_seen_at_front_door"] == 0, f
+    assert f["spoof_control_seen_at_front_door"] > 0, f
