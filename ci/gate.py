@@ -92,6 +92,9 @@ class GateRow:
     verdict: str
     gating: bool
     note: str = ""
+    #: whose CI the change was built from: "estimate" (the comparison's own), "test" (its
+    #: equivalence test's, when the own one is missing), "" (none)
+    ci_source: str = ""
 
 
 # ----------------------------------------------------------------------------- keys
@@ -158,8 +161,9 @@ def _shift_row(figure: str, common: dict[str, Any], rule: Rule | None, comparato
     verdict, note = classify(ch, th)
     if not rule and verdict == UNDECIDED:
         verdict, note = INFO, "CI contains the information threshold"
+    source = "test" if "test" in (old.source, new.source) else "estimate"
     return GateRow(**base, change=ch.value, ci_low=ch.low, ci_high=ch.high,
-                   threshold=th.bound, verdict=verdict, note=note)
+                   threshold=th.bound, verdict=verdict, note=note, ci_source=source)
 
 
 def _within_run_rows(base: Mapping[str, Any], cur: Mapping[str, Any],
@@ -176,16 +180,33 @@ def _within_run_rows(base: Mapping[str, Any], cur: Mapping[str, Any],
         rule = tol.rule_for(o["measurement"], o["metric"], spec.kind, o["path"], o["baseline"])
         comparator = rule.comparator if rule else (
             "difference" if spec.kind in _DIFFERENCE_KINDS else "ratio")
-        field = "difference" if comparator == "difference" else "ratio"
         common = dict(benchmark=k[0], measurement=k[1], metric=k[2], unit=o.get("unit", ""),
                       sweep=k[3], path=f"{k[5]}/{k[4]}")
         rows.append(_shift_row(
-            "within-run", common, rule, comparator, spec.better,
-            Estimate.from_stored(o[field]["value"], o[field].get("ci")),
-            Estimate.from_stored(n[field]["value"], n[field].get("ci")),
+            "within-run", common, rule, comparator, spec.better, _stored(o, comparator),
+            _stored(n, comparator),
             _margin(o) or _margin(n) or _default_margin(o.get("median_baseline")),
             tol, gate and rule is not None))
     return rows
+
+
+def _stored(c: Mapping[str, Any], comparator: str) -> Estimate:
+    """A comparison's estimate on the comparator's scale with its CI: the comparison's own
+    (all blocks, the analysis's confidence), or else its equivalence test's, when the test
+    is on the same scale and has one. Why the fallback: the exact signed-rank CI needs 6
+    paired blocks at 95% but only 5 at the test's 90%, and the quick profile measures some
+    comparisons in 5 blocks; the gate rescales the test's level to its own (ci/gate_change.py)."""
+    field = "difference" if comparator == "difference" else "ratio"
+    own = c.get(field) or {}
+    e = Estimate.from_stored(own.get("value"), own.get("ci"))
+    if e.complete:
+        return e
+    test = c.get("test") or {}
+    if test.get("test") == ("tost" if comparator == "difference" else "ratio"):
+        t = Estimate.from_stored(test.get(field), test.get("ci"), source="test")
+        if t.complete:
+            return t
+    return e
 
 
 def _median_rows(base: Mapping[str, Any], cur: Mapping[str, Any],

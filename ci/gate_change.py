@@ -49,12 +49,19 @@ class Estimate:
     low: float | None
     high: float | None
     level: float
+    #: where it was read: "estimate" (a comparison's own figure) or "test" (its test's)
+    source: str = "estimate"
 
     @classmethod
-    def from_stored(cls, value: Any, ci: Mapping[str, Any] | None) -> Estimate:
+    def from_stored(cls, value: Any, ci: Mapping[str, Any] | None,
+                    source: str = "estimate") -> Estimate:
         ci = ci or {}
         return cls(_num(value), _num(ci.get("low")), _num(ci.get("high")),
-                   float(ci.get("level") or 0.95))
+                   float(ci.get("level") or 0.95), source)
+
+    @property
+    def complete(self) -> bool:
+        return None not in (self.value, self.low, self.high)
 
 
 def _num(x: Any) -> float | None:

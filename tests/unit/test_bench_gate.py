@@ -133,7 +133,8 @@ def shift(run: RunCopy, metric: str, path: str, delta: float,
         c["ratio"]["value"] = c["median_path"] / c["median_baseline"]
         _ci_add(c["ratio"]["ci"], d / c["median_baseline"])
         if c["test"]["test"] == "tost":
-            c["test"]["difference"] = c["difference"]["value"]
+            if c["test"].get("difference") is not None:
+                c["test"]["difference"] += d
             _ci_add(c["test"]["ci"], d)
             _retest(c)
     return run
@@ -154,15 +155,15 @@ def scale(run: RunCopy, measurement: str, metric: str, path: str, factor: float)
         f = factor if c["path"] == path else 1 / factor if c["baseline"] == path else 0.0
         if not f:
             continue
-        c["median_path" if c["path"] == path else "median_baseline"] *= (
-            factor)
+        c["median_path" if c["path"] == path else "median_baseline"] *= factor
         old = c["difference"]["value"]
         c["difference"]["value"] = c["median_path"] - c["median_baseline"]
         _ci_add(c["difference"]["ci"], c["difference"]["value"] - old)
         c["ratio"]["value"] *= f
         _ci_mul(c["ratio"]["ci"], f)
         if c["test"]["test"] == "ratio":
-            c["test"]["ratio"] = c["ratio"]["value"]
+            if c["test"].get("ratio") is not None:
+                c["test"]["ratio"] *= f
             _ci_mul(c["test"]["ci"], f)
             _retest(c)
     return run
@@ -234,7 +235,7 @@ def with_new_measurements(run: RunCopy) -> RunCopy:
     subscriber throughput vs direct, and relay CPU per Gbit/s vs cgn."""
     synthesize(run, "throughput", "subscriber_rate", "throughput", "Mbit/s", "direct",
                {"direct": 948.0, "cfr-flow": 947.0, "cfr-epoch": 946.5}, 0.004)
-    synthesize(run, "throughput", "forwarding_cost", "cpu_per_gbit", "cpu_s_per_gbit", "cgn",
+    synthesize(run, "throughput", "forwarding_cost", "forwarding_cpu", "cpu_s_per_gbit", "cgn",
                {"cgn": 0.80, "cfr-flow": 0.805, "cfr-epoch": 0.81}, 0.004)
     return run
 
@@ -285,7 +286,7 @@ def test_unchanged_copy_with_new_measurements_passes(tmp_path: Path) -> None:
     rules = {r.rule for r in rows if r.gating}
     assert {"subscriber rate", "forwarding cost"} <= rules
     assert not [r for r in rows if r.figure == "rule"]
-    fc = row(rows, "forwarding cost", "cfr-flow/cgn", "cpu_per_gbit")
+    fc = row(rows, "forwarding cost", "cfr-flow/cgn", "forwarding_cpu")
     assert fc.threshold == pytest.approx(1.2)
 
 
@@ -398,15 +399,15 @@ def test_subscriber_rate_small_change_passes_the_shift_rule(tmp_path: Path) -> N
 
 def test_forwarding_cost_plus_20_percent_fails(tmp_path: Path) -> None:
     base, cur = pair(tmp_path, synth=True)
-    cur = scale(cur, "forwarding_cost", "cpu_per_gbit", "cfr-epoch", 1.2)
+    cur = scale(cur, "forwarding_cost", "forwarding_cpu", "cfr-epoch", 1.2)
     rows, code = compare(base.dir, cur.save())
     assert code == 1
-    r = row(rows, "forwarding cost", "cfr-epoch/cgn", "cpu_per_gbit")
+    r = row(rows, "forwarding cost", "cfr-epoch/cgn", "forwarding_cpu")
     assert r.verdict in (REGRESSED, UNDECIDED)
     assert r.change == pytest.approx(1.2) and r.threshold == pytest.approx(1.2)
-    rows, _ = compare(base.dir, scale(cur, "forwarding_cost", "cpu_per_gbit", "cfr-epoch",
+    rows, _ = compare(base.dir, scale(cur, "forwarding_cost", "forwarding_cpu", "cfr-epoch",
                                       1.3 / 1.2).save())
-    assert row(rows, "forwarding cost", "cfr-epoch/cgn", "cpu_per_gbit").verdict == REGRESSED
+    assert row(rows, "forwarding cost", "cfr-epoch/cgn", "forwarding_cpu").verdict == REGRESSED
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -483,12 +484,33 @@ def test_gated_row_too_wide_to_decide_fails_with_rerun_advice(tmp_path: Path) ->
 def test_gated_row_without_ci_fails_with_rerun_advice(tmp_path: Path) -> None:
     base, cur = pair(tmp_path)
     c = next(cur.comparisons(metric="ttfb", path="cfr-epoch", baseline="direct"))
-    c["difference"]["ci"]["low"] = c["difference"]["ci"]["high"] = None
+    for ci in (c["difference"]["ci"], c["test"]["ci"]):
+        ci["low"] = ci["high"] = None  # "insufficient data": too few blocks for any CI
     rows, code = compare(base.dir, cur.save())
     assert code == 1
     r = row(rows, "added delay", "cfr-epoch/direct", "ttfb")
     assert r.verdict == UNDECIDED and "no CI in the current run" in r.note
     assert "repetitions" in r.note
+
+
+def test_test_ci_stands_in_for_a_missing_comparison_ci(tmp_path: Path) -> None:
+    """Five paired blocks give the test's 90% signed-rank CI but no 95% one: the gate uses
+    the test's CI (rescaled to 95%) and still catches a shift."""
+    base, cur = pair(tmp_path)
+    for run in (base, cur):
+        c = next(run.comparisons(metric="handshake_time", path="cfr-flow", baseline="direct"))
+        c["difference"]["ci"]["low"] = c["difference"]["ci"]["high"] = None
+    base.save()
+    rows, code = compare(base.dir, cur.save())
+    r = row(rows, "added delay", "cfr-flow/direct", "handshake_time")
+    assert code == 0 and r.verdict == OK and r.ci_source == "test"
+    own = next(base.comparisons(metric="connect_time", path="cfr-flow", baseline="direct"))
+    assert own["difference"]["ci"]["low"] is not None
+    assert row(rows, "added delay", "cfr-flow/direct", "connect_time").ci_source == "estimate"
+    delta = 4 * base.margin("handshake_time", "cfr-flow")
+    rows, code = compare(base.dir, shift(cur, "handshake_time", "cfr-flow", delta).save())
+    r = row(rows, "added delay", "cfr-flow/direct", "handshake_time")
+    assert code == 1 and r.verdict == REGRESSED and r.ci_source == "test"
 
 
 def test_imprecise_baseline_is_named(tmp_path: Path) -> None:
