@@ -44,7 +44,8 @@ _SCENARIO_KEYS = (
     "pool_size",
     "epoch_s",
 )
-_MEAS_KEYS = ("name", "tool", "description", "repetitions", "warmup", "paths", "options")
+_MEAS_KEYS = ("name", "tool", "description", "repetitions", "warmup", "paths", "options",
+              "look_every", "report_only", "compare", "margins")
 _ANALYSIS_KEYS = (
     "baseline",
     "compare",
@@ -56,11 +57,12 @@ _ANALYSIS_KEYS = (
     "bootstrap_resamples",
     "margins",
 )
-_MARGIN_KEYS = ("abs_ms", "rel")
+_MARGIN_KEYS = ("abs_ms", "rel", "ratio_margin")
 _PLOT_KEYS = ("kind", "metrics", "title")
 _SWEEP_KEYS = ("link", "delay_ms")
-_PROFILE_KEYS = ("repetitions", "warmup", "paths", "sweep", "scenario", "measurements")
-_PROFILE_MEAS_KEYS = ("repetitions", "warmup", "options", "paths")
+_PROFILE_KEYS = ("repetitions", "warmup", "look_every", "paths", "sweep", "scenario",
+                 "measurements")
+_PROFILE_MEAS_KEYS = ("repetitions", "warmup", "options", "paths", "look_every", "report_only")
 
 
 class DefinitionError(UsageError):
@@ -96,8 +98,29 @@ class Scenario:
 
 
 @dataclass(frozen=True)
+class Margin:
+    """Equivalence margin of one metric. Latency-like metrics: max(abs_ms, rel * baseline
+    median); ratio metrics (throughput, rate, cost): the ratio within 1 +- ratio_margin
+    (None: the analysis' ratio_margin)."""
+
+    abs_ms: float = 0.1
+    rel: float = 0.01
+    ratio_margin: float | None = None
+
+    def resolve(self, baseline_median: float) -> float:
+        return max(self.abs_ms, self.rel * abs(baseline_median))
+
+
+@dataclass(frozen=True)
 class Measurement:
-    """One tool run repeatedly over each of its paths."""
+    """One tool run repeatedly over each of its paths.
+
+    `repetitions` is the budget in blocks; with `look_every` the comparisons are tested
+    after every that many blocks and a path stops being sampled once all its comparisons
+    are decided (benchmarks/sequential.py). `report_only` measurements are summarised and
+    compared but give no verdict (e.g. unshaped veth throughput, which measures the
+    machine, not the path). `compare` replaces the analysis' pairs for this measurement;
+    `margins` override the analysis' margins per metric."""
 
     name: str
     tool: str
@@ -106,21 +129,14 @@ class Measurement:
     paths: tuple[str, ...]
     options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    look_every: int | None = None
+    report_only: bool = False
+    compare: tuple[tuple[str, str], ...] = ()
+    margins: Mapping[str, Margin] = field(default_factory=dict)
 
     @property
     def metrics(self) -> tuple[str, ...]:
         return tuple(m.name for m in TOOLS[self.tool].metrics)
-
-
-@dataclass(frozen=True)
-class Margin:
-    """Equivalence margin for one latency metric: max(abs_ms, rel * baseline median)."""
-
-    abs_ms: float = 0.1
-    rel: float = 0.01
-
-    def resolve(self, baseline_median: float) -> float:
-        return max(self.abs_ms, self.rel * abs(baseline_median))
 
 
 @dataclass(frozen=True)
@@ -138,10 +154,24 @@ class AnalysisSpec:
     bootstrap_resamples: int = 5000
     margins: Mapping[str, Margin] = field(default_factory=dict)
 
-    def margin_for(self, metric: str) -> Margin:
+    def margin_for(self, metric: str, measurement: Measurement | None = None) -> Margin:
+        """The measurement's own margin for `metric`, else the analysis', else the defaults."""
+        if measurement is not None and metric in measurement.margins:
+            return measurement.margins[metric]
         return self.margins.get(
             metric, Margin(self.equivalence_margin_ms, self.equivalence_margin_rel)
         )
+
+    def ratio_margin_for(self, metric: str, measurement: Measurement | None = None) -> float:
+        m = self.margin_for(metric, measurement)
+        return self.ratio_margin if m.ratio_margin is None else m.ratio_margin
+
+    def pairs_for(self, measurement: Measurement) -> tuple[tuple[str, str], ...]:
+        """The (A, B) pairs compared for one measurement, both paths measured by it."""
+        pairs = measurement.compare or self.compare or tuple(
+            (self.baseline, p) for p in measurement.paths if p != self.baseline)
+        return tuple(pr for pr in pairs if pr[0] in measurement.paths
+                     and pr[1] in measurement.paths)
 
 
 @dataclass(frozen=True)
@@ -165,6 +195,8 @@ class MeasurementOverride:
     warmup: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     paths: tuple[str, ...] | None = None
+    look_every: int | None = None
+    report_only: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +206,7 @@ class Profile:
     name: str
     repetitions: int | None = None
     warmup: int | None = None
+    look_every: int | None = None
     paths: tuple[str, ...] | None = None
     sweep: Sweep | None = None
     scenario: Mapping[str, Any] = field(default_factory=dict)
@@ -374,6 +407,10 @@ def _parse_measurement(
         paths = tuple(p for p in bench_paths if p not in unsupported)
     if not paths:
         raise c.fail(f"{where}.paths", f"no path of this benchmark supports tool {tool}")
+    metrics = tuple(m.name for m in TOOLS[tool].metrics)
+    report_only = t.get("report_only", False)
+    if not isinstance(report_only, bool):
+        raise c.fail(f"{where}.report_only", "expected true/false for")
     return Measurement(
         name=name,
         tool=tool,
@@ -382,7 +419,46 @@ def _parse_measurement(
         paths=paths,
         options=_parse_options(c, tool, t.get("options", {}), f"{where}.options"),
         description=c.string(t, "description", where, ""),
+        look_every=c.number(t, "look_every", where, None, minimum=1, integer=True),
+        report_only=report_only,
+        compare=_parse_pairs(c, t["compare"], f"{where}.compare", paths)
+        if "compare" in t else (),
+        margins=_parse_margins(c, t.get("margins", {}), f"{where}.margins", metrics),
     )
+
+
+def _parse_pairs(c: _Checker, pairs: Any, where: str,
+                 paths: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    if not isinstance(pairs, list) or not pairs:
+        raise c.fail(where, "expected a non-empty list of [A, B] path pairs for")
+    out: list[tuple[str, str]] = []
+    for i, pair in enumerate(pairs):
+        got = c.paths(pair, f"{where}[{i}]", paths)
+        if len(got) != 2:
+            raise c.fail(f"{where}[{i}]", "expected exactly two paths [A, B] in")
+        out.append((got[0], got[1]))
+    return tuple(out)
+
+
+def _parse_margins(c: _Checker, value: Any, where: str,
+                   metrics: tuple[str, ...]) -> dict[str, Margin]:
+    margins: dict[str, Margin] = {}
+    mt = c.table(value, where)
+    for metric, mv in mt.items():
+        loc = f"{where}.{metric}"
+        if metric not in metrics:
+            raise c.fail(loc, "unknown metric", metrics)
+        mtab = c.table(mv, loc)
+        c.keys(mtab, _MARGIN_KEYS, loc)
+        ratio = c.number(mtab, "ratio_margin", loc, None, minimum=0, exclusive=True)
+        if ratio is not None and ratio >= 1:
+            raise c.fail(f"{loc}.ratio_margin", f"value {ratio} >= 1 for")
+        margins[metric] = Margin(
+            abs_ms=c.number(mtab, "abs_ms", loc, 0.1, minimum=0),
+            rel=c.number(mtab, "rel", loc, 0.01, minimum=0),
+            ratio_margin=ratio,
+        )
+    return margins
 
 
 def _parse_analysis(
@@ -398,25 +474,11 @@ def _parse_analysis(
         pairs = t["compare"]
         if not isinstance(pairs, list):
             raise c.fail("analysis.compare", "expected a list of [A, B] path pairs for")
-        for i, pair in enumerate(pairs):
-            got = c.paths(pair, f"analysis.compare[{i}]", paths)
-            if len(got) != 2:
-                raise c.fail(f"analysis.compare[{i}]", "expected exactly two paths [A, B] in")
-            compare.append((got[0], got[1]))
+        if pairs:
+            compare = list(_parse_pairs(c, pairs, "analysis.compare", paths))
     else:
         compare = [(baseline, p) for p in paths if p != baseline]
-    margins: dict[str, Margin] = {}
-    mt = c.table(t.get("margins", {}), "analysis.margins")
-    for metric, mv in mt.items():
-        loc = f"analysis.margins.{metric}"
-        if metric not in metrics:
-            raise c.fail(loc, "unknown metric", metrics)
-        mtab = c.table(mv, loc)
-        c.keys(mtab, _MARGIN_KEYS, loc)
-        margins[metric] = Margin(
-            abs_ms=c.number(mtab, "abs_ms", loc, 0.1, minimum=0),
-            rel=c.number(mtab, "rel", loc, 0.01, minimum=0),
-        )
+    margins = _parse_margins(c, t.get("margins", {}), "analysis.margins", metrics)
     alpha = c.number(t, "alpha", "analysis", 0.05, minimum=0, exclusive=True)
     confidence = c.number(t, "confidence", "analysis", 0.95, minimum=0, exclusive=True)
     if alpha >= 0.5:
@@ -495,9 +557,14 @@ def _parse_profiles(
                 raise c.fail(loc, "unknown measurement", measurement_names)
             mtab = c.table(mv, loc)
             c.keys(mtab, _PROFILE_MEAS_KEYS, loc)
+            report_only = mtab.get("report_only")
+            if report_only is not None and not isinstance(report_only, bool):
+                raise c.fail(f"{loc}.report_only", "expected true/false for")
             overrides[mname] = MeasurementOverride(
                 repetitions=c.number(mtab, "repetitions", loc, None, minimum=1, integer=True),
                 warmup=c.number(mtab, "warmup", loc, None, minimum=0, integer=True),
+                look_every=c.number(mtab, "look_every", loc, None, minimum=1, integer=True),
+                report_only=report_only,
                 options=dict(c.table(mtab.get("options", {}), f"{loc}.options")),
                 paths=c.paths(mtab["paths"], f"{loc}.paths", paths) if "paths" in mtab else None,
             )
@@ -507,6 +574,7 @@ def _parse_profiles(
             name=name,
             repetitions=c.number(pt, "repetitions", where, None, minimum=1, integer=True),
             warmup=c.number(pt, "warmup", where, None, minimum=0, integer=True),
+            look_every=c.number(pt, "look_every", where, None, minimum=1, integer=True),
             paths=c.paths(pt["paths"], f"{where}.paths", paths) if "paths" in pt else None,
             sweep=_parse_sweep(c, pt["sweep"], f"{where}.sweep", links) if "sweep" in pt else None,
             scenario=scen,
@@ -533,10 +601,15 @@ def _apply_profile(raw: dict[str, Any], prof: Profile) -> dict[str, Any]:
         o = prof.measurements.get(name, MeasurementOverride())
         reps = o.repetitions if o.repetitions is not None else prof.repetitions
         warm = o.warmup if o.warmup is not None else prof.warmup
+        every = o.look_every if o.look_every is not None else prof.look_every
         if reps is not None:
             m["repetitions"] = reps
         if warm is not None:
             m["warmup"] = warm
+        if every is not None:
+            m["look_every"] = every
+        if o.report_only is not None:
+            m["report_only"] = o.report_only
         if o.options:
             m["options"] = {**m.get("options", {}), **o.options}
         mpaths = o.paths
@@ -544,6 +617,12 @@ def _apply_profile(raw: dict[str, Any], prof: Profile) -> dict[str, Any]:
             mpaths = tuple(p for p in m["paths"] if p in prof.paths)
         if mpaths is not None:
             m["paths"] = list(mpaths)
+            if "compare" in m:
+                kept = [pr for pr in m["compare"] if all(p in mpaths for p in pr)]
+                if kept:
+                    m["compare"] = kept
+                else:
+                    del m["compare"]
         raw["measurements"][i] = m
     if prof.paths is not None and "analysis" in raw:
         an = raw["analysis"]

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks import plots
+from benchmarks.analysis import verdict_text
 from benchmarks.definitions import BenchmarkDefinition, PlotSpec
 from benchmarks.records import read_records
 from benchmarks.registry import BASELINE_PATH, metric_spec
@@ -27,7 +28,8 @@ REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 DEFAULT_CDF_METRICS = ("handshake_time", "ttfb")
 VERDICT_STYLE = {"equivalent": "green", "slower": "red", "worse": "red", "faster": "cyan",
-                 "better": "cyan", "not equivalent": "yellow", "insufficient data": "yellow"}
+                 "better": "cyan", "not equivalent": "yellow", "insufficient data": "yellow",
+                 "undecided": "yellow", "report only": "dim"}
 
 
 def fmt(x: Any, digits: int = 4) -> str:
@@ -140,10 +142,21 @@ def make_plots(
     return out
 
 
+def _stopped(test: Mapping[str, Any]) -> str:
+    """Where the sequential test stopped: "20/60 (look 2/6)"; "–" for old results."""
+    seq = test.get("sequential")
+    if not seq:
+        return "–"
+    looks = seq.get("looks") or []
+    budget = looks[-1] if looks else "?"
+    return f"{seq.get('blocks', '?')}/{budget} (look {seq.get('look', '?')}/{len(looks)})"
+
+
 def _comparison_row(c: Mapping[str, Any]) -> dict[str, Any]:
     test = c["test"]
     margin = (f"±{fmt(test['margin'])} {c['unit']}" if test["test"] == "tost"
               else f"ratio 1±{fmt(test['margin'])}")
+    level = test["ci"].get("level")
     return {
         "measurement": c["measurement"], "metric": c["metric"], "unit": c["unit"],
         "sweep": fmt_sweep(c["sweep"]), "baseline": c["baseline"], "path": c["path"],
@@ -151,7 +164,10 @@ def _comparison_row(c: Mapping[str, Any]) -> dict[str, Any]:
         "median_baseline": fmt(c["median_baseline"]), "median_path": fmt(c["median_path"]),
         "diff": fmt(c["difference"]["value"]), "diff_ci": fmt_ci(c["difference"]["ci"]),
         "ratio": fmt(c["ratio"]["value"]), "ratio_ci": fmt_ci(c["ratio"]["ci"]),
-        "test_ci": fmt_ci(test["ci"]), "margin": margin, "verdict": c["verdict"],
+        "test_ci": fmt_ci(test["ci"]), "margin": margin,
+        "verdict": verdict_text(c["verdict"], c.get("samples_needed")),
+        "verdict_class": c["verdict"].replace(" ", "-"),
+        "level": f"{100 * level:.1f}%" if level else "–", "stopped": _stopped(test),
         "mw_p": fmt(c["mann_whitney"]["p_value"], 2),
     }
 
@@ -226,8 +242,10 @@ def report_context(
     for group, v in results["verdicts"].items():
         verdicts.append({
             "group": group, "question": v["question"],
-            "paths": [{"path": p, **pv, "counts": ", ".join(f"{k}: {n}" for k, n in
-                                                            pv["counts"].items())}
+            "paths": [{"path": p, **pv,
+                       "text": verdict_text(pv["verdict"], pv.get("samples_needed")),
+                       "verdict_class": pv["verdict"].replace(" ", "-"),
+                       "counts": ", ".join(f"{k}: {n}" for k, n in pv["counts"].items())}
                       for p, pv in v["paths"].items()],
         })
     prov = results["provenance"]
@@ -235,9 +253,31 @@ def report_context(
     return {
         "r": results, "prov": prov, "benchmarks": benches, "verdicts": verdicts,
         "calibration": {k: fmt(v) for k, v in cal.items() if not isinstance(v, list)},
+        "networks": network_rows(prov["link_emulation"].get("networks") or []),
         "tools": sorted(prov["tool_versions"].items()),
         "baseline": BASELINE_PATH,
     }
+
+
+def network_rows(networks: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """One row per calibrated network (pre-flight and every benchmark network)."""
+    rows = []
+    for n in networks:
+        gate = n.get("gate") or {}
+        failures = gate.get("failures") or []
+        sweep = fmt_sweep(n.get("sweep") or {})
+        retried = " (passed when measured again)" if gate.get("first_attempt") else ""
+        rows.append({
+            "network": str(n.get("network", "?")),
+            "what": ", ".join(n.get("benchmarks") or []) + ("" if sweep == "–" else
+                                                             f" @ {sweep}"),
+            "links": str(len([x for x in n.get("links", []) if x.get("samples")])),
+            "error_median_ms": fmt(n.get("worst_error_median_ms")),
+            "error_p99_ms": fmt(n.get("worst_error_p99_ms")),
+            "gate": ("passed" + retried) if gate.get("passed", True) and not failures
+            else "FAILED: " + "; ".join(failures),
+        })
+    return rows
 
 
 def _env() -> jinja2.Environment:
@@ -252,7 +292,7 @@ def _env() -> jinja2.Environment:
 
 
 def _effect(c: Mapping[str, Any]) -> str:
-    """Latency and loss: difference B-A with its CI; others: ratio B/A with its CI."""
+    """Latency and loss: shift B-A with its CI; others: ratio B/A with its CI."""
     if c["test"]["test"] == "tost":
         d = c["difference"]
         sign = "+" if (d["value"] or 0) >= 0 else ""
@@ -276,13 +316,15 @@ def summary_tables(results: Mapping[str, Any]) -> list[Table]:
         t.add_column("median B", justify="right")
         t.add_column("effect [95% CI]", justify="right")
         t.add_column("verdict")
+        t.add_column("blocks", justify="right")
         for c in comps:
             style = VERDICT_STYLE.get(c["verdict"], "")
+            text = verdict_text(c["verdict"], c.get("samples_needed"))
             t.add_row(
                 f"{c['measurement']}/{c['metric']}", fmt_sweep(c["sweep"]),
                 f"{c['baseline']} → {c['path']}", fmt(c["median_baseline"]),
                 fmt(c["median_path"]), _effect(c),
-                f"[{style}]{c['verdict']}[/]" if style else c["verdict"],
+                f"[{style}]{text}[/]" if style else text, _stopped(c["test"]),
             )
         tables.append(t)
     return tables
@@ -293,7 +335,8 @@ def print_summary(results: Mapping[str, Any], console: Console | None = None) ->
     for t in summary_tables(results):
         console.print(t)
     for group, v in results["verdicts"].items():
-        parts = [f"{p}: [{VERDICT_STYLE.get(pv['verdict'], '')}]{pv['verdict']}[/]"
+        parts = [f"{p}: [{VERDICT_STYLE.get(pv['verdict'], '')}]"
+                 f"{verdict_text(pv['verdict'], pv.get('samples_needed'))}[/]"
                  for p, pv in v["paths"].items()]
         if parts:
             console.print(f"[bold]{group}[/] " + "; ".join(parts))

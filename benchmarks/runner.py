@@ -1,10 +1,17 @@
 """The benchmark runner: definitions in, raw records out.
 
 For every benchmark (and sweep point) it brings up the network the definition asks for (a
-network is shared by benchmarks whose scenarios are identical), starts the services, then
-walks the interleaved schedule from `benchmarks.schedule`, switching the path before each
-sample and appending one raw record per metric. Nothing here computes statistics: that is
-`benchmarks.analysis`, run on the raw records afterwards (and again by `cfrbench report`).
+network is shared by benchmarks whose scenarios are identical), calibrates its emulated links
+and refuses to measure on a mis-emulated one (the run fails naming the link), starts the
+services, then walks the interleaved schedule from `benchmarks.schedule` block by block,
+switching the path before each sample and appending one raw record per metric.
+
+Sequential sampling: after every `look_every` measured blocks of a measurement the runner
+asks `benchmarks.analysis.decide` (the same code the offline analysis replays) which
+comparisons are decided, and stops sampling a path once every comparison it takes part in is
+decided; the rest of its blocks are skipped. Report-only measurements always run their
+whole budget. The statistics themselves are computed afterwards from the raw records
+(`benchmarks.analysis`, again by `cfrbench report`).
 """
 
 from __future__ import annotations
@@ -19,14 +26,16 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from benchmarks.analysis import Blocks, decide
+from benchmarks.calgate import calibration_gate
 from benchmarks.definitions import BenchmarkDefinition, load_benchmarks
 from benchmarks.environment import BenchEnv
 from benchmarks.leakcheck import ALIASING_POLICIES, run_leak_check
 from benchmarks.records import RecordWriter, make_record
-from benchmarks.schedule import PlanStep, plan
+from benchmarks.registry import TOOLS as TOOL_SPECS
+from benchmarks.schedule import PlanStep, ScheduleItem, blocks, plan
+from benchmarks.sequential import LookPlan
 from benchmarks.tools import TOOLS
-from testbed.calibration import calibrate
-from testbed.calibration import summary as calibration_summary
 from testbed.lifecycle import RunRegistry
 from testbed.network import Network
 from testbed.scenario import Scenario, with_link_override
@@ -52,6 +61,8 @@ class RunOutcome:
     failed_samples: int
     switch_seconds: list[float]
     leak_checks: list[dict] = field(default_factory=list)
+    #: per measurement and sweep point: blocks run, and the block at which each path stopped
+    sequential: list[dict] = field(default_factory=list)
 
     @property
     def leaks_passed(self) -> bool:
@@ -98,6 +109,7 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
                    registry: RunRegistry, console: Console, seed: int = 0) -> RunOutcome:
     definitions = load_benchmarks(list(names) if names else list(DEFAULT_BENCHMARKS), profile)
     groups = group_by_network(base, definitions, seed)
+    definitions_by_name = {d.name: d for d in definitions}
     total = sum(len(s.schedule) for g in groups for s in g.steps)
     outcome = RunOutcome(definitions, [], "", 0, 0, [])
     # A progress bar on a terminal; in a log (CI), one line per measurement instead.
@@ -111,9 +123,11 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
             progress.update(task, description=f"{label}: starting")
             with Network(group.scenario, registry) as net:
                 outcome.mechanism = net.mechanism
-                cal = calibrate(net, count=100)
-                outcome.calibrations.append({"scenario": group.scenario.to_dict(),
-                                             **calibration_summary(cal)})
+                progress.update(task, description=f"{label}: calibrating")
+                outcome.calibrations.append(calibration_gate(
+                    net, f"{label} ({_describe(group)})",
+                    {"network": index, "benchmarks": sorted({s.benchmark for s in group.steps}),
+                     "sweep": group.steps[0].sweep, "scenario": group.scenario.to_dict()}))
                 paths = sorted({i.path for s in group.steps for i in s.schedule})
                 env = BenchEnv(net, registry.make_tmpdir("bench"),
                                ech_mode=group.scenario.ech_mode,
@@ -121,7 +135,8 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
                                epoch_s=group.definition.scenario.epoch_s or 60.0).start(paths)
                 try:
                     for step in group.steps:
-                        _run_step(env, step, writer, progress, task, label, outcome)
+                        _run_step(env, step, writer, progress, task, label, outcome,
+                                  definitions_by_name[step.benchmark])
                     aliasing = [p for p in ALIASING_POLICIES if p in paths]
                     if aliasing:
                         progress.update(task, description=f"{label}: leak check")
@@ -133,40 +148,118 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
     return outcome
 
 
+def _describe(group: NetworkGroup) -> str:
+    names = sorted({s.benchmark for s in group.steps})
+    sweep = group.steps[0].sweep if group.steps else {}
+    return ", ".join(names) + (f" @ {sweep}" if sweep else "")
+
+
+class StepState:
+    """The measured values of one step so far, and which paths still need samples."""
+
+    def __init__(self, definition: BenchmarkDefinition, step: PlanStep) -> None:
+        self.definition = definition
+        self.step = step
+        m = step.measurement
+        self.metrics = {ms.name: ms for ms in TOOL_SPECS[m.tool].metrics}
+        self.pairs = definition.analysis.pairs_for(m)
+        self.plan = LookPlan(m.repetitions, m.look_every, definition.analysis.alpha)
+        self.looks = set(self.plan.looks) if not m.report_only else set()
+        self.values: dict[tuple[str, str], Blocks] = {}
+        self.active = list(m.paths)
+        self.stopped: dict[str, int] = {}
+
+    def add(self, item: ScheduleItem, values: dict[str, float | None]) -> None:
+        if item.warmup:
+            return
+        for metric, value in values.items():
+            if value is not None:
+                self.values.setdefault((item.path, metric), {})[item.block] = (item.rep,
+                                                                               float(value))
+
+    def look(self, blocks_done: int) -> list[str]:
+        """At a planned look: stop every path whose comparisons are all decided; returns the
+        paths stopped now."""
+        if blocks_done not in self.looks:
+            return []
+        spec, m = self.definition.analysis, self.step.measurement
+        open_paths: set[str] = set()
+        for a_path, b_path in self.pairs:
+            for metric, ms in self.metrics.items():
+                d = decide(ms, metric, spec, m, self.values.get((a_path, metric), {}),
+                           self.values.get((b_path, metric), {}), available_blocks=blocks_done)
+                if not d.decided:
+                    open_paths.update((a_path, b_path))
+        stopped = [p for p in self.active if p not in open_paths]
+        for p in stopped:
+            self.stopped[p] = blocks_done
+        self.active = [p for p in self.active if p in open_paths]
+        return stopped
+
+    def to_dict(self, blocks_run: int) -> dict[str, Any]:
+        m = self.step.measurement
+        return {"benchmark": self.step.benchmark, "measurement": m.name,
+                "sweep": self.step.sweep, "report_only": m.report_only,
+                "budget_blocks": m.repetitions, "blocks_run": blocks_run,
+                "plan": self.plan.to_dict(), "stopped": dict(self.stopped)}
+
+
 def _run_step(env: BenchEnv, step: PlanStep, writer: RecordWriter, progress: Progress,
-              task: Any, label: str, outcome: RunOutcome) -> None:
+              task: Any, label: str, outcome: RunOutcome,
+              definition: BenchmarkDefinition) -> None:
     tool = TOOLS[step.measurement.tool]
+    state = StepState(definition, step)
     sweep = f" @ {step.sweep}" if step.sweep else ""
     description = f"{label}: {step.benchmark}/{step.measurement.name}{sweep}"
     progress.update(task, description=description)
     in_log = not progress.console.is_terminal
+    total = len(step.schedule)
     if in_log:
-        progress.console.print(f"      {description}: {len(step.schedule)} samples, paths "
+        progress.console.print(f"      {description}: up to {total} samples, looks after "
+                               f"blocks {list(state.plan.looks)}, paths "
                                f"{', '.join(step.measurement.paths)}")
     started = last_note = time.monotonic()
-    for done, item in enumerate(step.schedule, 1):
-        env.select(item.path)
-        values, extra = tool(env, item.path, step.measurement.options)
-        for metric, value in values.items():
-            writer.write(make_record(step.benchmark, step.measurement.name, metric, value, item,
-                                     step.sweep, extra=extra))
-        outcome.samples += 1
-        outcome.failed_samples += any(v is None for v in values.values())
-        progress.advance(task)
+    done = blocks_run = 0
+    for block in blocks(step.schedule):
+        items = [i for i in block if i.path in state.active]
+        if not items:
+            progress.advance(task, len(block))
+            continue
+        for item in items:
+            env.select(item.path)
+            values, extra = tool(env, item.path, step.measurement.options)
+            for metric, value in values.items():
+                writer.write(make_record(step.benchmark, step.measurement.name, metric, value,
+                                         item, step.sweep, extra=extra))
+            state.add(item, values)
+            outcome.samples += 1
+            outcome.failed_samples += any(v is None for v in values.values())
+            done += 1
+        progress.advance(task, len(block))
+        if block[0].warmup:
+            continue
+        blocks_run = block[0].rep + 1
+        stopped = state.look(blocks_run)
+        if stopped and in_log:
+            progress.console.print(f"        after {blocks_run} blocks: decided, stop "
+                                   f"sampling {', '.join(stopped)}")
         now = time.monotonic()
-        if in_log and now - last_note >= LOG_PROGRESS_EVERY_S and done < len(step.schedule):
-            # A long step in a log (CI, nohup) still says how far it is and when it ends.
+        if in_log and now - last_note >= LOG_PROGRESS_EVERY_S and state.active:
+            # A long step in a log (CI, nohup) still says how far it is.
             last_note = now
-            eta = (now - started) / done * (len(step.schedule) - done)
-            progress.console.print(f"        {done}/{len(step.schedule)} samples, "
-                                   f"{outcome.failed_samples} failed so far, "
-                                   f"about {eta / 60:.1f} min left in this step")
+            per_sample = (now - started) / max(done, 1)
+            left = (step.measurement.repetitions - blocks_run) * len(state.active)
+            progress.console.print(f"        {done} samples, {outcome.failed_samples} failed "
+                                   f"so far, at most {per_sample * left / 60:.1f} min left "
+                                   f"in this step")
+    outcome.sequential.append(state.to_dict(blocks_run))
 
 
 def outcome_dict(outcome: RunOutcome) -> dict[str, Any]:
     switches = sorted(outcome.switch_seconds)
     return {"samples": outcome.samples, "failed_samples": outcome.failed_samples,
             "calibrations": outcome.calibrations, "mechanism": outcome.mechanism,
+            "sequential": outcome.sequential,
             "benchmarks": [d.name for d in outcome.definitions],
             "policy_switches": len(switches),
             "policy_switch_median_ms": 1000 * switches[len(switches) // 2] if switches else None}

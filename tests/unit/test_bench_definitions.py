@@ -43,17 +43,20 @@ def expect_error(data: dict[str, Any], *needles: str) -> DefinitionError:
 
 
 def test_shipped_definitions_load_under_every_profile() -> None:
-    assert available_benchmarks() == ["connrate", "latency", "throughput"]
+    shipped = available_benchmarks()
+    assert {"connrate", "latency", "throughput"} <= set(shipped)
     for profile in PROFILES:
         defs = load_benchmarks(None, profile)
-        assert [d.profile for d in defs] == [profile] * 3
+        assert [d.profile for d in defs] == [profile] * len(shipped)
+        for d in defs:  # every budget with looks has a look before its end, or one look
+            for m in d.measurements:
+                assert m.look_every is None or m.look_every >= 1
     lat = load_definition(DEFINITIONS_DIR / "latency.toml")
     assert {m.tool for m in lat.measurements} == {"https_request", "page_load", "icmp_rtt"}
     assert set(lat.metrics()) >= {"connect_time", "handshake_time", "ttfb", "page_load_time"}
-    thr = load_definition(DEFINITIONS_DIR / "throughput.toml")
-    assert {m.tool for m in thr.measurements} == {"iperf3_tcp", "iperf3_udp", "relay_cpu"}
-    assert sorted(m.options.get("streams") for m in thr.measurements
-                  if m.tool == "iperf3_tcp") == [1, 4]
+    # margins no wider than max(0.1 ms, 1% of the baseline) (page load: its own, unchanged)
+    assert (lat.analysis.equivalence_margin_ms, lat.analysis.equivalence_margin_rel) == \
+        (0.1, 0.01)
     conn = load_definition(DEFINITIONS_DIR / "connrate.toml")
     assert [m.tool for m in conn.measurements] == ["conn_rate"]
 
@@ -63,8 +66,12 @@ def test_profiles_override_repetitions_and_add_sweep() -> None:
     quick = base.with_profile("quick")
     full = base.with_profile("full")
     tiny = base.with_profile("tiny")
-    assert quick.measurement("connection").repetitions == 30
-    assert quick.measurement("page_load").repetitions == 10  # per-measurement override
+    # quick: per-measurement budgets with sequential looks
+    assert quick.measurement("connection").repetitions == 60
+    assert quick.measurement("connection").look_every == 10
+    assert quick.measurement("page_load").repetitions == 40
+    assert quick.measurement("page_load").warmup == 1
+    assert quick.measurement("icmp_rtt").look_every == 20
     assert full.measurement("connection").repetitions == 100
     assert full.measurement("page_load").repetitions == 40
     assert full.measurement("icmp_rtt").repetitions == 200
@@ -74,6 +81,7 @@ def test_profiles_override_repetitions_and_add_sweep() -> None:
     assert tiny.paths == base.paths  # the integration test's profile covers every path
     assert tiny.sweep_points() == [{"delay_ms": 0.0}, {"delay_ms": 20.0}]
     assert tiny.measurement("connection").repetitions == 5
+    assert tiny.measurement("connection").look_every == 5  # profile-level look_every
 
 
 def test_profile_paths_cut_paths_and_compare_pairs() -> None:
@@ -213,3 +221,53 @@ def test_resolved_definition_round_trips_through_results_parameters() -> None:
     assert again.sweep == full.sweep
     assert again.analysis == full.analysis
     assert again.profile == "full"
+
+
+def test_sequential_and_per_measurement_keys_parse() -> None:
+    data = minimal()
+    data["measurements"][0].update({
+        "look_every": 5, "compare": [["proxy", "cfr-flow"]],
+        "margins": {"handshake_time": {"abs_ms": 0.2, "rel": 0.005}}})
+    data["measurements"].append({"name": "tp", "tool": "iperf3_tcp", "repetitions": 6,
+                                 "report_only": True,
+                                 "margins": {"throughput": {"ratio_margin": 0.01}}})
+    data["analysis"] = {"ratio_margin": 0.05, "margins": {"throughput": {"ratio_margin": 0.02}}}
+    data["profiles"]["tiny"]["measurements"] = {"hs": {"look_every": 2, "report_only": True}}
+    d = parse_definition(data, source="demo")
+    hs, tp = d.measurement("hs"), d.measurement("tp")
+    assert (hs.look_every, hs.compare) == (5, (("proxy", "cfr-flow"),))
+    assert d.analysis.pairs_for(hs) == (("proxy", "cfr-flow"),)
+    assert d.analysis.pairs_for(d.measurement("ping")) == (("direct", "cfr-flow"),)
+    assert d.analysis.margin_for("handshake_time", hs).resolve(100.0) == pytest.approx(0.5)
+    assert tp.report_only and tp.look_every is None
+    # the measurement's ratio margin beats the analysis', which beats the default
+    assert d.analysis.ratio_margin_for("throughput", tp) == 0.01
+    assert d.analysis.ratio_margin_for("throughput", None) == 0.02
+    assert d.analysis.ratio_margin_for("conn_rate", None) == 0.05
+    tiny = d.with_profile("tiny")
+    assert tiny.measurement("hs").look_every == 2 and tiny.measurement("hs").report_only
+    assert tiny.measurement("ping").look_every is None
+
+
+def test_sequential_and_per_measurement_keys_are_validated() -> None:
+    def bad(update: dict[str, Any], *needles: str) -> None:
+        data = minimal()
+        data["measurements"][0].update(update)
+        expect_error(data, *needles)
+
+    bad({"look_every": 0}, "measurements[0](hs).look_every")
+    bad({"look_every": 2.5}, "expected an integer", "look_every")
+    bad({"report_only": "yes"}, "expected true/false", "report_only")
+    bad({"compare": [["direct", "cgn"]]}, "unknown path", "compare[0]")
+    bad({"compare": [["direct"]]}, "exactly two paths")
+    bad({"compare": []}, "non-empty list")
+    bad({"margins": {"throughput": {"ratio_margin": 0.01}}}, "unknown metric",
+        "margins.throughput", "handshake_time")
+    bad({"margins": {"handshake_time": {"ratio_margin": 1.5}}}, ">= 1", "ratio_margin")
+    bad({"margins": {"handshake_time": {"ratio": 0.1}}}, "unknown key", "ratio_margin")
+    data = minimal()
+    data["profiles"]["tiny"]["measurements"] = {"hs": {"report_only": 1}}
+    expect_error(data, "profiles.tiny.measurements.hs.report_only", "true/false")
+    data = minimal()
+    data["profiles"]["tiny"]["look_every"] = -1
+    expect_error(data, "profiles.tiny.look_every")

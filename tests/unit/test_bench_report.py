@@ -41,8 +41,8 @@ def test_render_quick_run(tmp_path: Path) -> None:
     names = sorted(p.name for p in out["plots"])
     assert names == sorted([
         "added_delay_latency.png",
-        "cdf_latency_tls_handshake_handshake_time.png",
-        "cdf_latency_ttfb_ttfb.png",
+        "cdf_latency_connection_handshake_time.png",
+        "cdf_latency_connection_ttfb.png",
         "throughput_throughput_throughput.png",
         "throughput_connrate_conn_rate.png",
     ])
