@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from testbed.leaks import LeakScanner
 from tests.integration.relay_fixtures import (  # noqa: F401
     find_leaks,
     lab,
@@ -29,6 +30,11 @@ def _needles(lab) -> dict[str, bytes]:  # noqa: F811
         out[f"{name} {v6}"] = ipaddress.ip_address(v6).packed
         out[f"{name} /56 prefix"] = ipaddress.ip_address(v6).packed[:7]
     return out
+
+
+def _scanner(lab) -> LeakScanner:  # noqa: F811
+    p = lab.plan
+    return LeakScanner([p.sub1_v4, p.sub2_v4], [p.sub1_p6, p.sub2_p6])
 
 
 @pytest.mark.parametrize("policy", ["cfr-flow", "cfr-epoch", "nptv6"])
@@ -59,11 +65,15 @@ def test_icmp_errors_pmtud_and_no_leak_upstream(relay, lab, policy):  # noqa: F8
                    "--cmd", "TTL 3")
     drops = relay.drops()
     assert drops["drop_leak_guard"] == 0, "the kernel should have translated every error"
+    scanner = _scanner(lab)
     for path in (far, up):
         pk = packets(path)
         assert len(pk) > 100
         leaks = find_leaks(pk, _needles(lab))
         assert not leaks, f"{path.name}: subscriber address bytes upstream: {leaks}"
+        # the run's leak scanner too: every nested header, options, embedded forms
+        report = scanner.scan_pcap(path)
+        assert report.packets == len(pk) and not report.hits, report.as_dict()
     # the edge-generated errors really were sent (from the alias, quoting the alias)
     pk = packets(far)
     frag_needed = [x for x in pk if x.haslayer(ICMP) and x[ICMP].type == 3
@@ -110,6 +120,7 @@ print(refused)
     assert out == "2", out
     assert relay.drops()["drop_leak_guard"] == before + 2
     assert not find_leaks(packets(up), _needles(lab))
+    assert not _scanner(lab).scan_pcap(up).hits
 
 
 @pytest.mark.parametrize("fam", ["v4", "v6"])
