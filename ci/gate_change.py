@@ -170,10 +170,12 @@ def _undecided_note(ch: Change, th: Threshold, e: float) -> str:
     if e >= t * (1.0 - 1e-9):  # at the threshold, up to rounding
         return ("estimate at or beyond the threshold, CI reaches back short of it: likely a "
                 "regression; rerun with more repetitions to confirm")
-    head = (f"estimate {e / t:.0%} of the way to the threshold and the CI reaches it: likely "
-            "a regression" if e >= t / 2.0
-            else "CI too wide to decide (half-width above the threshold)")
-    return f"{head}; {_rerun_advice(ch, th, t - e)}"
+    if e >= t / 2.0:
+        return (f"estimate {e / t:.0%} of the way to the threshold and the CI reaches it: "
+                "likely a regression; rerun with more repetitions of this measurement (or the "
+                "full profile) to confirm or clear it")
+    return ("CI too wide to decide (half-width above the threshold); "
+            + _rerun_advice(ch, th, t - e))
 
 
 def _rerun_advice(ch: Change, th: Threshold, room: float) -> str:

@@ -576,6 +576,19 @@ def test_rule_too_wide_fails_whatever_the_estimate() -> None:
     assert classify(ch, threshold_for("difference", "lower", 1.0))[0] == OK
 
 
+def test_rule_estimate_below_half_with_admitted_precision_passes_with_a_note() -> None:
+    """The CI reaches T, but the estimate is below T/2 and the half-width at most T: ok,
+    noted as imprecise (failing it would fail a third of unchanged runs at this precision)."""
+    ch = change_between(_estimate(0.0, 0.5), _estimate(0.3, 0.5), "difference", 0.95)
+    assert not isinstance(ch, str) and ch.high > 1.0
+    verdict, note = classify(ch, threshold_for("difference", "lower", 1.0))
+    assert verdict == OK and "imprecise" in note
+    ch = change_between(_estimate(0.0, 0.5), _estimate(0.55, 0.5), "difference", 0.95)
+    assert not isinstance(ch, str)
+    verdict, note = classify(ch, threshold_for("difference", "lower", 1.0))
+    assert verdict == UNDECIDED and "likely a regression" in note
+
+
 @pytest.mark.parametrize(
     "old, new, better, tol, verdict",
     [
