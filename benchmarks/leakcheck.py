@@ -139,8 +139,12 @@ def end_subscriber_sockets(env: BenchEnv) -> int:
     plan = env.net.graph.plan
     nets = [plan.nets[n] for n in ("subscribers_v4", "subscribers_v6", "access_segment_v6")]
     ended = 0
-    jobs = [("fd", [f"[{n.network_address}]/{n.prefixlen}" if n.version == 6 else str(n)
-                    for n in nets])]
+    v4 = [n for n in nets if n.version == 4]
+    v6 = [n for n in nets if n.version == 6]
+    # IPv4 peers of the front door's dual-stack sockets appear as ::ffff:a.b.c.d
+    mapped = [f"::ffff:{n.network_address}/{96 + n.prefixlen}" for n in v4]
+    # ss syntax: a prefix without brackets, a single IPv6 address in brackets
+    jobs = [("fd", [*map(str, v4), *map(str, v6), *mapped])]
     jobs += [(name, [env.front_door(4), f"[{env.front_door(6)}]"])
              for name in subscriber_nodes(env.net)]
     for name, peers in jobs:

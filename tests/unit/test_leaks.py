@@ -176,6 +176,16 @@ def test_flow_key_has_no_direction() -> None:
     assert flow_key("tcp", FD4, 443, SUB4, 40000) != flow_key("udp", FD4, 443, SUB4, 40000)
 
 
+def test_flow_key_of_a_dual_stack_socket_matches_its_ipv4_packets(tmp_path: Path) -> None:
+    # `ss` on a [::]:443 listener lists an IPv4 peer as ::ffff:a.b.c.d
+    from_ss = flow_key("tcp", f"::ffff:{FD4}", 443, f"::ffff:{SUB4}", 40000)
+    assert from_ss == flow_key("tcp", SUB4, 40000, FD4, 443)
+    pcap = tmp_path / "m.pcap"
+    wrpcap(str(pcap), [Ether() / IP(src=SUB4, dst=FD4) / TCP(sport=40000, dport=443,
+                                                             flags="FA")])
+    assert scanner().scan_pcap(pcap, preexisting={from_ss}).set_aside == 1
+
+
 def test_only_payload_free_fin_rst_ack_of_preexisting_flows_are_set_aside(tmp_path: Path
                                                                           ) -> None:
     old = flow_key("tcp", FD4, 443, SUB4, 32961)
