@@ -71,7 +71,7 @@ def measure(registry: RunRegistry, repeat: int, scale: int) -> list[tuple[str, s
                      f"{wan.error_median_ms:.3f}"))
         rows.append(("delay line 10 ms one-way: RTT p99 error (ms)", f"{wan.error_p99_ms:.3f}"))
         rows.append(("TCP through the 10 ms delay line (Mbit/s)",
-                     f"{iperf_mbit(net, 'fd', 's1'):.0f}"))
+                     f"{iperf_mbit(net, net.roles.front_door, net.roles.client):.0f}"))
     finally:
         net.stop()
     scenario = with_link_override(scenario, "wan", delay_ms=0.0)
@@ -81,7 +81,7 @@ def measure(registry: RunRegistry, repeat: int, scale: int) -> list[tuple[str, s
                      str(len(net.delay_nodes()) - len([lk for lk in net.graph.links
                                                        if lk.spec.needs_delay()]))))
         rows.append(("TCP with no delay configured (plain veth, Mbit/s)",
-                     f"{iperf_mbit(net, 'fd', 's1'):.0f}"))
+                     f"{iperf_mbit(net, net.roles.front_door, net.roles.client):.0f}"))
     finally:
         net.stop()
 

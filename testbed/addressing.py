@@ -36,9 +36,13 @@ def default_blocks() -> dict[str, str]:
         "cdn_v6": "2001:db8:cd00::/48",
         "providers_v4": "198.19.1.0/24",  # service addresses of off-path relay providers
         "providers_v6": "2001:db8:cd01::/48",
+        "cdn2_v4": "198.19.2.0/24",  # service addresses of a second CDN PoP (two_pops)
+        "cdn2_v6": "2001:db8:cd02::/48",
         "alias_pool_v4": "198.19.64.0/24",  # CFR shared alias pool
         "alias_pool_v6": "2001:2:0:a000::/52",  # CFR alias prefixes
         "cgn_pool_v4": "198.19.65.0/24",  # CGN (NAT44) external pool
+        "offpath_pool_v4": "198.19.66.0/24",  # alias pool of a CFR hosted off the access path
+        "offpath_pool_v6": "2001:2:0:b000::/52",
         "nptv6_v6": "2001:db8:2000::/40",  # NPTv6 external prefix (same length as subscribers)
         "internet_links_v4": "198.19.128.0/18",  # /30 per infrastructure link, Internet side
         "links_v6": "2001:db8:fe00::/40",  # /64 per infrastructure link
@@ -219,17 +223,29 @@ class AddressPlan:
             raise ParameterError(f"{block} host number", host, f"1..{v4.num_addresses - 2}")
         return v4.network_address + host, v6.network_address + host  # type: ignore[return-value]
 
-    def front_door(self) -> tuple[IPv4Address, IPv6Address]:
-        return self.service("cdn", 10)
+    def pop_block(self, pop: int) -> str:
+        """The service block pair of CDN PoP number `pop`: "cdn" for the first, then "cdn2"."""
+        block = "cdn" if pop == 0 else f"cdn{pop + 1}"
+        if f"{block}_v4" not in self.nets:
+            pops = sum(1 for n in self.nets if n.startswith("cdn") and n.endswith("_v4"))
+            raise ParameterError("point of presence", pop, f"0..{pops - 1}")
+        return block
 
-    def origin(self, index: int) -> tuple[IPv4Address, IPv6Address]:
-        return self.service("cdn", 20 + index)
+    def front_door(self, pop: int = 0) -> tuple[IPv4Address, IPv6Address]:
+        return self.service(self.pop_block(pop), 10)
 
-    def dns_server(self) -> tuple[IPv4Address, IPv6Address]:
-        return self.service("cdn", 53)
+    def origin(self, index: int, pop: int = 0) -> tuple[IPv4Address, IPv6Address]:
+        return self.service(self.pop_block(pop), 20 + index)
+
+    def dns_server(self, pop: int = 0) -> tuple[IPv4Address, IPv6Address]:
+        return self.service(self.pop_block(pop), 53)
 
     def provider(self, index: int) -> tuple[IPv4Address, IPv6Address]:
         return self.service("providers", 10 + index)
+
+    def cfr_host(self, index: int) -> tuple[IPv4Address, IPv6Address]:
+        """Service address of a node that can host a CFR off the access path."""
+        return self.service("providers", 100 + index)
 
     # -- relay pools ------------------------------------------------------------------------
     def alias_pool_v4(self, size: int) -> list[IPv4Address]:

@@ -4,6 +4,10 @@ Composition in Mininet's layering: `testbed.nodes` run commands, `testbed.links`
 interfaces, this module composes them. Each Mininet node's namespace is attached under a
 run-unique name (`<prefix>-<node>`, recorded *before* it exists) so that `cfrbench exec`
 can reach it and `cfrbench clean` can remove it after a crash, and nothing else.
+
+The topology comes from the layer above as a class (`topology=`, resolved from a
+`--topology` spec by `topologies.load_topology`); this module never imports `topologies/`.
+After `start()`, `net.roles` says which node does what (`testbed.roles.Roles`).
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from testbed.errors import NetworkError
 from testbed.lifecycle import RunRegistry
 from testbed.links import DelayLineNode, choose_mechanism
 from testbed.node import NetnsNode
+from testbed.roles import Roles, TopologyClass, resolve_topology
 from testbed.scenario import Scenario
-from topologies import topology_class
 
 
 @dataclass
@@ -42,14 +46,16 @@ class Network:
 
     The network records its namespaces in the run's registry and removes them when it
     stops, so one run can bring several networks up and down in turn. Without a registry
-    it makes (and closes) its own."""
+    it makes (and closes) its own. `topology` is the topology class (from
+    `topologies.load_topology(scenario.topology)`); `topo_cls` is its former name."""
 
     def __init__(self, scenario: Scenario, registry: RunRegistry | None = None,
-                 topo_cls: type | None = None) -> None:
+                 topology: TopologyClass | None = None,
+                 topo_cls: TopologyClass | None = None) -> None:
         self.scenario = scenario.validate()
+        self.topo_cls = topology or topo_cls or resolve_topology(scenario.topology)
         self.owns_registry = registry is None
         self.registry = registry if registry is not None else RunRegistry("net")
-        self.topo_cls = topo_cls or topology_class(scenario.topology)
         self._netns: list[str] = []
         self._workdir: Path | None = None
         self._stopped = False
@@ -98,6 +104,7 @@ class Network:
         self.registry.set_info(
             network={"nodes": {n: vars(i) for n, i in self.info.items()},
                      "delay_nodes": [s for s in topo.switches()],
+                     "roles": topo.roles.to_dict(),
                      "mechanism": self.mechanism, "scenario": self.scenario.to_dict()}
         )
         return self
@@ -150,6 +157,23 @@ class Network:
     @property
     def graph(self):
         return self.topo.graph
+
+    @property
+    def roles(self) -> Roles:
+        """Which node does what in this network's topology (available once started)."""
+        topo = getattr(self, "topo", None)
+        if topo is None:
+            raise NetworkError("the network has no roles before start()")
+        return topo.roles
+
+    def interface_towards(self, node: str, peer: str) -> str:
+        """The name of `node`'s interface on its link to `peer` (from the graph)."""
+        for link in self.graph.links:
+            if (link.a, link.b) == (node, peer):
+                return link.a_if
+            if (link.b, link.a) == (node, peer):
+                return link.b_if
+        raise NetworkError(f"no link between {node} and {peer}")
 
     def hosts(self, role: str | None = None) -> list[str]:
         return [n for n, i in self.info.items() if role is None or i.role == role]

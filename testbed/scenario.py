@@ -70,7 +70,10 @@ DEFAULT_LINKS: dict[str, LinkClassParams] = {
 }
 
 
-TOPOLOGIES = ("isp_cdn",)
+#: The built-in topologies (each a file topologies/<name>.py; a unit test checks they agree).
+#: `topology` may also name a user's file, `path/to/file.py[:Class]`, loaded by the
+#: application with `topologies.load_topology` (this layer only checks the spelling).
+TOPOLOGIES = ("isp_cdn", "two_pops")
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class Scenario:
         return link.direction(True)["delay_ms"] + link.direction(False)["delay_ms"]
 
     def validate(self) -> Scenario:
-        _choice("topology", self.topology, TOPOLOGIES)
+        _topology_spec(self.topology)
         _int_range("subscribers", self.subscribers, 1, MAX_SUBSCRIBER_HOSTS)
         _int_range("population", self.population, 0, MAX_POPULATION)
         _int_range("origins", self.origins, 1, 16)
@@ -142,6 +145,18 @@ def _float_range(name: str, value: Any, lo: float, hi: float) -> None:
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ParameterError(name, value, "one of " + ", ".join(allowed))
+
+
+def _topology_spec(value: Any) -> None:
+    """A built-in name, or a file spec `path.py[:Class]` (existence is checked on loading)."""
+    if isinstance(value, str) and value.split(":", 1)[0].endswith(".py"):
+        cls = value.partition(":")[2]
+        if not cls or cls.isidentifier():
+            return
+    elif value in TOPOLOGIES:
+        return
+    raise ParameterError("topology", value,
+                         "one of " + ", ".join(TOPOLOGIES) + " or path/to/file.py[:Class]")
 
 
 def _validate_link(cls: str, p: LinkClassParams) -> None:

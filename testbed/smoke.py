@@ -42,6 +42,19 @@ def ping_all(net: Network, family: int, hosts: list[str] | None = None) -> PingA
     return PingAllResult(family, len(hosts) * (len(hosts) - 1), failures)
 
 
+def rtt_pairs(net: Network) -> list[tuple[str, str]]:
+    """The main paths, from the topology's roles: the client to every front door, DNS server,
+    relay provider and off-path CFR host, and the population host to the first front door."""
+    roles = net.roles
+    client = roles.client
+    pairs = [(client, fd) for fd in roles.front_doors]
+    pairs += [(client, dns) for dns in roles.dns_servers]
+    pairs += [(client, p) for p in (*roles.providers, *roles.cfr_hosts)]
+    if roles.population:
+        pairs.append((roles.population, roles.front_door))
+    return pairs
+
+
 @dataclass
 class RttRow:
     src: str

@@ -30,128 +30,55 @@ if not globals().get("__package__"):  # loaded by `mn --custom` as a plain file
                       if a.endswith("isp_cdn.py")), Path.cwd() / "topologies")
     sys.path.insert(0, str(_here.parent))
 
-from mininet.topo import Topo  # noqa: E402
+from testbed.graph import NetworkGraph, intf_name  # noqa: E402
+from testbed.roles import Roles  # noqa: E402
+from testbed.scenario import Scenario  # noqa: E402
+from topologies.base import (  # noqa: E402
+    ACCESS_BRIDGE,
+    GraphTopo,
+    add_access,
+    add_pop,
+    add_providers,
+    add_relay_edge,
+    link_spec,
+    plan_of,
+    subscriber_host_names,
+    used_link_classes,
+)
 
-from testbed.addressing import AddressPlan  # noqa: E402
-from testbed.delayline import DirectionSpec  # noqa: E402
-from testbed.graph import NetworkGraph  # noqa: E402
-from testbed.links import LinkSpec, choose_mechanism  # noqa: E402
-from testbed.scenario import Scenario, with_link_override  # noqa: E402
-
-ACCESS_BRIDGE = "acc-br0"
+__all__ = ["ACCESS_BRIDGE", "IspCdnTopo", "build_graph", "describe", "link_spec",
+           "subscriber_host_names", "topos"]
 
 
-def link_spec(scenario: Scenario, link_class: str) -> LinkSpec:
-    params = scenario.links[link_class]
-    return LinkSpec(up=DirectionSpec(**params.direction(True)),
-                    down=DirectionSpec(**params.direction(False)))
-
-
-def subscriber_host_names(scenario: Scenario) -> list[str]:
-    return [f"s{i + 1}" for i in range(scenario.subscribers)]
+def describe(scenario: Scenario) -> tuple[NetworkGraph, Roles]:
+    """The default ISP-to-CDN network as a graph with addresses and routes, and its roles."""
+    g = NetworkGraph(plan_of(scenario))
+    hosts, population, interfaces = add_access(g, scenario, "acc")
+    edge = add_relay_edge(g, scenario, "acc")
+    g.add_node("core", "transit", router=True)
+    g.add_link(edge, "core", "wan", link_spec(scenario, "wan"))
+    pop = add_pop(g, scenario, "core", "cdn", router="cdn")
+    providers = add_providers(g, scenario, "core")
+    g.compute_routes()
+    roles = Roles(
+        subscribers=tuple(hosts), population=population, access_router="acc", relay=edge,
+        relay_access=(intf_name(edge, "acc"),), relay_upstream=(intf_name(edge, "core"),),
+        transit="core", pops=(pop,), providers=tuple(providers),
+        link_classes=used_link_classes(g), host_interfaces=interfaces,
+    )
+    return g, roles
 
 
 def build_graph(scenario: Scenario) -> NetworkGraph:
-    """The default ISP-to-CDN network as a graph with addresses and routes."""
-    plan = AddressPlan(scenario.address_blocks or None) if scenario.address_blocks \
-        else AddressPlan()
-    g = NetworkGraph(plan)
-    access = link_spec(scenario, "access")
-
-    # Access: subscriber hosts and the population host on one L2 segment bridged in `acc`.
-    acc = g.add_node("acc", "access-router", router=True)
-    acc.bridge = {"name": ACCESS_BRIDGE, "ports": []}
-    acc.addrs[ACCESS_BRIDGE] = [f"{plan.access_gateway_v4}/{plan.access_prefixlen_v4}",
-                                f"{plan.access_gateway_v6}/64"]
-    seg_gw6 = str(plan.access_gateway_v6)
-    hosts = subscriber_host_names(scenario)
-    subs = plan.subscribers(len(hosts) + scenario.population)
-    for name, sub in zip(hosts, subs, strict=False):
-        node = g.add_node(name, "subscriber")
-        _attach_subscriber(g, node, [sub], plan, seg_gw6)
-        g.add_link(name, "acc", "access", access, side=None)
-        acc.bridge["ports"].append(f"acc-{name}")
-    if scenario.population:
-        crowd = g.add_node("crowd", "population")
-        _attach_subscriber(g, crowd, subs[len(hosts):], plan, seg_gw6)
-        g.add_link("crowd", "acc", "access", access, side=None)
-        acc.bridge["ports"].append("acc-crowd")
-    for name in ("subscribers_v4", "subscribers_v6", "access_segment_v6"):
-        g.own("acc", plan.nets[name])
-
-    # ISP edge: the relay's node. Alias pools and translated prefixes live behind it.
-    g.add_node("edge", "isp-edge", router=True)
-    g.add_link("acc", "edge", "aggregation", link_spec(scenario, "aggregation"), side="access")
-    for name in ("alias_pool_v4", "alias_pool_v6", "cgn_pool_v4", "nptv6_v6"):
-        g.own("edge", plan.nets[name])
-
-    # Transit and the CDN PoP.
-    g.add_node("core", "transit", router=True)
-    g.add_link("edge", "core", "wan", link_spec(scenario, "wan"))
-    g.add_node("cdn", "cdn-router", router=True)
-    g.add_link("core", "cdn", "cdn", link_spec(scenario, "cdn"))
-    lan = LinkSpec()
-    g.add_node("fd", "frontdoor")
-    g.add_link("cdn", "fd", "cdn", lan)
-    g.add_service_address("fd", *plan.front_door())
-    for i in range(scenario.origins):
-        name = f"o{i + 1}"
-        g.add_node(name, "origin")
-        g.add_link("cdn", name, "cdn", lan)
-        g.add_service_address(name, *plan.origin(i))
-    g.add_node("dns", "dns")
-    g.add_link("cdn", "dns", "cdn", lan)
-    g.add_service_address("dns", *plan.dns_server())
-
-    # Off-path relay providers, each a leaf behind a detour link from the core.
-    detour = link_spec(scenario, "detour")
-    for i in range(scenario.providers):
-        name = f"p{i + 1}"
-        g.add_node(name, "relay-provider")
-        g.add_link("core", name, "detour", detour)
-        g.add_service_address(name, *plan.provider(i))
-
-    g.compute_routes()
-    return g
+    """The graph alone (route and delay tests need no roles)."""
+    return describe(scenario)[0]
 
 
-def _attach_subscriber(g: NetworkGraph, node, subs, plan: AddressPlan, seg_gw6: str) -> None:
-    """Addresses and routes of a host carrying one or more subscribers on the access segment."""
-    intf = f"{node.name}-acc"
-    plen = plan.access_prefixlen_v4
-    node.addrs[intf] = [f"{s.v4}/{plen}" for s in subs] + [f"{subs[0].v6_segment}/64"]
-    node.addrs[intf] += [f"{s.v6}/64" for s in subs]
-    node.routes.append(("0.0.0.0/0", str(plan.access_gateway_v4), None, str(subs[0].v4)))
-    node.routes.append(("::/0", seg_gw6, None, str(subs[0].v6)))
-    acc = g.nodes["acc"]
-    for s in subs:  # each delegated /56 is routed to the host's one segment address
-        acc.routes.append((str(s.v6_prefix), str(subs[0].v6_segment), ACCESS_BRIDGE, None))
-
-
-class IspCdnTopo(Topo):
+class IspCdnTopo(GraphTopo):
     """Mininet Topo of the default scenario (see module docstring)."""
 
-    def build(self, scenario: Scenario | None = None, mechanism: str = "auto",  # type: ignore[override]
-              workdir: str | None = None, subscribers: int | None = None,
-              population: int | None = None, wan_ms: float | None = None,
-              access_ms: float | None = None) -> None:
-        scenario = scenario or Scenario()
-        # Keyword overrides for `mn --topo isp_cdn,subscribers=2,wan_ms=20`.
-        from dataclasses import replace
-
-        if subscribers is not None:
-            scenario = replace(scenario, subscribers=int(subscribers))
-        if population is not None:
-            scenario = replace(scenario, population=int(population))
-        if wan_ms is not None:
-            scenario = with_link_override(scenario, "wan", delay_ms=float(wan_ms))
-        if access_ms is not None:
-            scenario = with_link_override(scenario, "access", delay_ms=float(access_ms))
-        scenario.validate()
-        self.scenario = scenario
-        self.mechanism = mechanism if mechanism != "auto" else choose_mechanism("auto")
-        self.graph = build_graph(scenario)
-        self.graph.emit(self, self.mechanism, seed=scenario.seed, workdir=workdir)
+    def describe(self, scenario: Scenario) -> tuple[NetworkGraph, Roles]:
+        return describe(scenario)
 
 
 topos = {"isp_cdn": IspCdnTopo}

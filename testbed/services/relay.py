@@ -1,5 +1,9 @@
 """Deploying the Customer-Facing Relay (`relay/`, the `cfr` command) on the ISP edge node.
 
+Which node that is, and its access-side and upstream interfaces, come from the topology's
+roles (`net.roles.relay`, `relay_access`, `relay_upstream`); a deployment may also name
+another node (`node_name`, e.g. a CFR host off the access path) and its interfaces.
+
 The relay is deployed the way an operator would: a TOML config (rendered from a jinja2
 template and the address plan) and `cfr apply` inside the edge's namespace. Benchmarks that
 interleave policies sample by sample switch with pre-rendered nft transactions (the same
@@ -22,9 +26,6 @@ from testbed.network import Network
 from testbed.node import ManagedProcess
 from testbed.paths import REPO_ROOT
 
-RELAY_NODE = "edge"
-ACCESS_INTERFACE = "edge-acc"
-EGRESS_INTERFACE = "edge-core"
 TABLE = "cfr"
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent.parent / "templates"),
@@ -48,11 +49,22 @@ class RelayDeployment:
     retention: str = "1h"
     policy: str | None = None
     daemon: ManagedProcess | None = None
+    #: where to deploy; None: the topology's relay node and its interfaces (`net.roles`)
+    node_name: str | None = None
+    access_interfaces: tuple[str, ...] | None = None
+    upstream_interfaces: tuple[str, ...] | None = None
     _transactions: dict[str, Path] = field(default_factory=dict)
 
     @property
     def node(self):
-        return self.net[RELAY_NODE]
+        return self.net[self.node_name or self.net.roles.relay]
+
+    @property
+    def interfaces(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(access-side, upstream) interfaces of the relay node."""
+        roles = self.net.roles
+        return (self.access_interfaces or roles.relay_access,
+                self.upstream_interfaces or roles.relay_upstream)
 
     @property
     def state_dir(self) -> Path:
@@ -64,7 +76,7 @@ class RelayDeployment:
         plan = self.net.graph.plan
         return _TEMPLATES.get_template("cfr.toml.j2").render(
             prefix=self.net.registry.prefix, table=TABLE, state_dir=str(self.state_dir),
-            policy=policy, egress=[EGRESS_INTERFACE], access=[ACCESS_INTERFACE],
+            policy=policy, egress=list(self.interfaces[1]), access=list(self.interfaces[0]),
             subscriber_prefixes=[str(plan.nets["subscribers_v4"]),
                                  str(plan.nets["subscribers_v6"])],
             alias_v4=[f"{a}/32" for a in plan.alias_pool_v4(self.pool_size)],
@@ -143,3 +155,23 @@ class RelayDeployment:
         self.stop_daemon()
         self.cfr("teardown", "--table", TABLE, check=False)
         self.policy = None
+
+
+def __getattr__(name: str) -> str:
+    """Former constants of the default topology's relay node, for callers not yet reading
+    `net.roles` (issue 16): RELAY_NODE, ACCESS_INTERFACE, EGRESS_INTERFACE."""
+    legacy = {"RELAY_NODE": "relay", "ACCESS_INTERFACE": "relay_access",
+              "EGRESS_INTERFACE": "relay_upstream"}
+    if name not in legacy:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_default_roles(), legacy[name])
+    return value if isinstance(value, str) else value[0]
+
+
+def _default_roles():
+    """The default topology's roles, computed from its graph alone (no namespaces)."""
+    from testbed.roles import resolve_topology
+    from testbed.scenario import Scenario
+
+    cls = resolve_topology(Scenario().topology)
+    return cls.describe(None, Scenario())[1]  # describe() uses no instance state
