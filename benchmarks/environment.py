@@ -20,7 +20,7 @@ from testbed.network import Network
 from testbed.services import dns as dns_service
 from testbed.services import ech as ech_service
 from testbed.services.proxy import PROXY_PORT, Proxy, start_proxy
-from testbed.services.relay import RelayDeployment
+from testbed.services.relay import ACCESS_INTERFACE, EGRESS_INTERFACE, RelayDeployment
 
 POLICY_OF_PATH = {
     "direct": "route",
@@ -32,6 +32,14 @@ POLICY_OF_PATH = {
 }
 CLIENT = "s1"
 IPERF_PORT = 5201
+#: The iperf3 sink on the transit router, one hop beyond the relay (forwarding_cost).
+TRANSIT = "core"
+TRANSIT_IPERF_PORT = 5202
+#: The relay node's interfaces towards the subscribers and towards the Internet.
+RELAY_INTERFACES = (ACCESS_INTERFACE, EGRESS_INTERFACE)
+#: Delay-line counters summed into every iperf3 sample's record: frames the emulator itself
+#: dropped or lost (overload, socket buffer) and frames its emulated queue dropped.
+EMULATOR_COUNTERS = ("dropped_overload", "kernel_drops", "dropped_queue")
 CHAIN_PORT = PROXY_PORT + 1  # the ingress instance on p1 that forwards to p2
 
 
@@ -49,6 +57,7 @@ class BenchEnv:
     dns: dns_service.DnsServer | None = None
     proxies: dict[str, Proxy] = field(default_factory=dict)
     iperf_server: object | None = None
+    transit_server: object | None = None
     ca_file: Path | None = None
     sites: list[str] = field(default_factory=list)
     switch_seconds: list[float] = field(default_factory=list)
@@ -110,8 +119,41 @@ class BenchEnv:
             time.sleep(0.05)
         raise NetworkError(f"nothing listens on {node}:{port}")
 
+    def transit_target(self) -> str:
+        """Address of an iperf3 sink on the transit router right behind the relay (started on
+        first use). Why there: the segment relay -> transit carries no delay line, so a load
+        to it crosses the relay and no emulator (see benchmarks.forwarding_cost)."""
+        link = next((lk for lk in self.net.graph.links if {lk.a, lk.b} == {"edge", TRANSIT}),
+                    None)
+        if link is None or link.addrs is None:
+            raise NetworkError(f"no addressed link between edge and {TRANSIT} in this topology")
+        if link.spec.needs_delay():
+            raise NetworkError(f"the edge-{TRANSIT} link has delay configured: a load to "
+                               f"{TRANSIT} would cross a delay line; put the delay on another "
+                               "link class (e.g. cdn) for forwarding_cost")
+        addr = str(link.addrs.b4 if link.b == TRANSIT else link.addrs.a4)
+        if self.transit_server is None:
+            self.transit_server = self.net[TRANSIT].spawn(
+                ["iperf3", "-s", "-B", addr, "-p", str(TRANSIT_IPERF_PORT)],
+                label="iperf3-transit", log=self.workdir / "iperf3-transit.log")
+            self._wait_port(TRANSIT, TRANSIT_IPERF_PORT)
+        return addr
+
+    def emulator_counters(self) -> dict[str, int]:
+        """Sum of EMULATOR_COUNTERS over every delay line of the network (empty without)."""
+        total: dict[str, int] = {}
+        mn = getattr(self.net, "mn", None)
+        for node in getattr(mn, "switches", []):
+            if not hasattr(node, "stats"):
+                continue
+            stats = node.stats()
+            for direction in ("a2b", "b2a"):
+                for name in EMULATOR_COUNTERS:
+                    total[name] = total.get(name, 0) + int(stats.get(direction, {}).get(name, 0))
+        return total
+
     def stop(self) -> None:
-        for proc in (self.iperf_server,):
+        for proc in (self.iperf_server, self.transit_server):
             if proc is not None:
                 proc.stop()
         for proxy in self.proxies.values():

@@ -35,6 +35,7 @@ UNITS: dict[str, str] = {
     "percent": "percent (0-100)",
     "conn/s": "new connections per second",
     "cpu_s_per_gbit": "CPU seconds spent per gigabit forwarded",
+    "ns/packet": "nanoseconds of the relay node's own kernel work per forwarded packet",
 }
 
 PROFILES: tuple[str, ...] = ("quick", "full", "tiny")
@@ -194,6 +195,23 @@ TOOLS: dict[str, ToolSpec] = {
                 "rate_mbit": OptionSpec(float, "offered rate (0: unlimited)", minimum=0),
                 "congestion_control": _CONGESTION,
             },
+        ),
+        ToolSpec(
+            "forwarding_cost",
+            "the relay node's own per-packet forwarding time (kernel tracepoints on its two "
+            "interfaces) under bulk TCP to the transit router",
+            (
+                MetricSpec("forwarding_cost", "ns/packet", "cpu", "lower",
+                           "relay node's kernel time per forwarded packet"),
+                MetricSpec("forwarding_cpu", "cpu_s_per_gbit", "cpu", "lower",
+                           "relay node's kernel time per Gbit of subscriber data"),
+            ),
+            {
+                "streams": _STREAMS,
+                "duration_s": _DURATION,
+                "congestion_control": _CONGESTION,
+            },
+            unsupported_paths=_PROXY_PATHS,
         ),
         ToolSpec(
             "conn_rate",

@@ -7,17 +7,32 @@ follow the registry's definitions, measured by the real clients:
 - handshake_time: SYN sent to TLS (ECH) handshake complete;
 - ttfb: SYN sent to the first response byte;
 - page_load_time: first SYN to the last object's last byte (one page, its sub-resources).
+
+Throughput has two regimes (see definitions/throughput.toml): the subscriber rate through a
+shaped access line (iperf3_tcp; every sample also records what the delay lines dropped, so
+a rate set by the emulator rather than by the emulated link is visible), and the relay
+node's own forwarding cost (forwarding_cost, benchmarks/forwarding_cost.py).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from benchmarks.environment import CLIENT, IPERF_PORT, BenchEnv, socat_forwarder
+from benchmarks import forwarding_cost as fwd
+from benchmarks.environment import (
+    CLIENT,
+    IPERF_PORT,
+    RELAY_INTERFACES,
+    TRANSIT_IPERF_PORT,
+    BenchEnv,
+    socat_forwarder,
+)
 
 Values = dict[str, float | None]
 Result = tuple[Values, dict[str, Any]]
@@ -163,29 +178,53 @@ def _iperf_once(env: BenchEnv, path: str, argv: list[str], duration: float) -> d
 DEFAULT_CONGESTION = "cubic"
 
 
+def iperf_seconds(duration: float) -> str:
+    """iperf3's -t: whole seconds, rounded up, at least 1.
+
+    Why: iperf3 reads -t with atoi, so "1.5" runs 1 s and "0.5" runs 0 s, which iperf3 takes
+    as *unlimited* (a sample that never ends)."""
+    return str(max(1, math.ceil(duration - 1e-9)))
+
+
 def _tcp_argv(options: Mapping[str, Any], duration: float) -> tuple[list[str], str]:
     """-t/-P/-C for a TCP test, and the congestion control it pins."""
     cc = str(options.get("congestion_control", DEFAULT_CONGESTION))
-    return ["-t", str(duration), "-P", str(int(options.get("streams", 1))), "-C", cc], cc
+    return ["-t", iperf_seconds(duration), "-P", str(int(options.get("streams", 1))),
+            "-C", cc], cc
 
 
 def iperf3_tcp(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
+    """Receiver goodput; extra: retransmits, and the delay lines' own drops during the sample
+    (`emulator_drops`: overload + socket buffer, the emulator's failure; `queue_drops`: the
+    emulated bottleneck queue, a property of the emulated link)."""
     duration = float(options.get("duration_s", 3.0))
     argv, cc = _tcp_argv(options, duration)
     if options.get("reverse"):
         argv.append("-R")
+    before = env.emulator_counters()
     try:
         data = _iperf(env, path, argv, duration)
     except (RuntimeError, ValueError) as exc:
         return _failed(("throughput",), exc)
     end = data["end"]
-    return ({"throughput": end["sum_received"]["bits_per_second"] / 1e6},
-            {"retransmits": end.get("sum_sent", {}).get("retransmits"), "congestion_control": cc})
+    extra: dict[str, Any] = {"retransmits": end.get("sum_sent", {}).get("retransmits"),
+                             "congestion_control": cc}
+    extra.update(_emulator_delta(before, env.emulator_counters()))
+    return {"throughput": end["sum_received"]["bits_per_second"] / 1e6}, extra
+
+
+def _emulator_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    """Delay-line drops between two counter snapshots (empty when the network has none)."""
+    if not after:
+        return {}
+    delta = {k: after[k] - before.get(k, 0) for k in after}
+    return {"emulator_drops": delta.get("dropped_overload", 0) + delta.get("kernel_drops", 0),
+            "queue_drops": delta.get("dropped_queue", 0)}
 
 
 def iperf3_udp(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
     duration = float(options.get("duration_s", 3.0))
-    argv = ["-u", "-t", str(duration), "-b", f"{options.get('rate_mbit', 100.0)}M",
+    argv = ["-u", "-t", iperf_seconds(duration), "-b", f"{options.get('rate_mbit', 100.0)}M",
             "-l", str(int(options.get("size_bytes", 1200))),
             "-P", str(int(options.get("streams", 1)))]
     try:
@@ -214,6 +253,44 @@ def relay_cpu(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
     if gbit <= 0:
         return _failed(("cpu_per_gbit",), RuntimeError("nothing transferred"))
     return {"cpu_per_gbit": cpu / gbit}, {"cpu_s": cpu, "gbit": gbit, "congestion_control": cc}
+
+
+def forwarding_cost(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
+    """The relay node's own forwarding time per packet and per Gbit, under a bulk TCP load
+    from the subscriber to a sink on the transit router (relay crossed, no delay line
+    crossed); see benchmarks/forwarding_cost.py for why and how."""
+    metrics = ("forwarding_cost", "forwarding_cpu")
+    duration = float(options.get("duration_s", 2.0))
+    argv, cc = _tcp_argv(options, duration)
+    if path in ("proxy", "proxy-chain"):
+        return _failed(metrics, RuntimeError(f"path {path} does not cross the relay"))
+    target = env.transit_target()
+    load = env.net[CLIENT].command(["iperf3", "-c", target, "-p", str(TRANSIT_IPERF_PORT),
+                                    "-B", env.client_source(4), "-J", *argv])
+    ingress, egress = RELAY_INTERFACES
+    try:
+        proc, packets = fwd.capture(load, ingress, egress, env.workdir / "forwarding",
+                                    timeout=duration + 30)
+        data = json.loads(proc.stdout or "{}")
+    except (subprocess.TimeoutExpired, ValueError) as exc:
+        return _failed(metrics, RuntimeError(f"forwarding_cost load: {exc}"))
+    if "error" in data or proc.returncode != 0:
+        return _failed(metrics, RuntimeError(data.get("error") or proc.stderr.strip()[-200:]))
+    values, extra = fwd.estimate(packets)
+    extra["throughput_mbit"] = data["end"]["sum_received"]["bits_per_second"] / 1e6
+    extra["congestion_control"] = cc
+    sent = float(data["end"].get("sum_sent", {}).get("bytes") or 0)
+    extra["traced_over_sent"] = round(packets.up_bytes / sent, 4) if sent else None
+    if values["forwarding_cost"] is None:
+        extra["error"] = "no packet was forwarded through the relay's interfaces"
+        return values, extra
+    if sent and packets.up_bytes > fwd.MAX_TRACED_OVER_SENT * sent:
+        # The tracepoints filter on interface names; bytes beyond this sample's own load
+        # mean another network's node with the same interface names forwarded meanwhile.
+        extra["error"] = (f"traced {packets.up_bytes} bytes for {sent:.0f} sent: another "
+                          "network forwarded through interfaces of the same name meanwhile")
+        return {m: None for m in metrics}, extra
+    return values, extra
 
 
 def conn_rate(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
@@ -247,5 +324,6 @@ TOOLS: dict[str, Callable[[BenchEnv, str, Mapping[str, Any]], Result]] = {
     "iperf3_tcp": iperf3_tcp,
     "iperf3_udp": iperf3_udp,
     "relay_cpu": relay_cpu,
+    "forwarding_cost": forwarding_cost,
     "conn_rate": conn_rate,
 }

@@ -1,0 +1,200 @@
+"""Forwarding cost of the relay node alone: how long its kernel works on each packet it forwards.
+
+Why this measurement and not CPU counters. The relay has no process in the data path: it
+programs nftables and conntrack, and every packet is forwarded by the kernel in softirq
+context, on whichever core the packet arrives, interleaved with the work of every other node
+of the emulated network (all namespaces share two cores) and of the delay lines. Whole-machine
+CPU time (the old `relay_cpu`) therefore charges the relay with the hosts, the delay lines and
+anything else the machine runs; per-core softirq time is tick-sampled on this kernel (no
+CONFIG_IRQ_TIME_ACCOUNTING) and has no notion of namespaces; steering the relay's interfaces to
+one core with RPS and reading that core's idle time works only on an otherwise idle machine
+(tried: other processes landing on that core made up most of its busy time).
+
+What works is timing each packet inside the relay node. Two kernel tracepoints fire on the relay
+node's own interfaces: `net:netif_receive_skb` when a packet enters the node's stack from one of
+its interfaces, `net:net_dev_start_xmit` when the node hands it to its other interface. A
+forwarded packet runs from the first to the second synchronously, on one core, in one softirq:
+IP input, the relay's nftables chains, conntrack, NAT, routing, the leak guard, neighbour
+output. The time between the two events (same core, same skb) is therefore exactly the relay
+node's own work on that packet, whatever else the machine does meanwhile; nothing of the
+hosts, the other routers or the delay lines is in it. `perf record -a` collects the two events,
+filtered in the kernel to the relay's two interface names, while the load runs.
+
+Estimates, per sample and direction (up = subscriber to Internet, down = back): the median
+per-packet time (robust against the rare hard interrupt or hypervisor stall inside a packet,
+which are not the relay's cost), times the packets forwarded. From those:
+
+- `forwarding_cost` (ns/packet): the packet-weighted mean of the two directions' medians;
+- `forwarding_cpu` (cpu_s/Gbit): the same CPU time per Gbit of subscriber data carried.
+
+Packets are what the relay node sees: between namespaces the veths carry GSO/GRO aggregates
+(a bulk TCP sample moves about 64 KiB per data packet and a small ACK per reply), as a Linux
+router's NIC would hand them up; the per-packet size is recorded with each sample.
+
+Limits (stated, not hidden): the tracepoints filter on interface names, so another cfrbench
+network forwarding through its own `edge` at the same moment would be counted too; a sample
+whose traced data bytes exceed what its own load sent by more than 5% is therefore failed
+(seen while several networks ran at once on a shared machine, never in a lone run); the
+two tracepoints add a constant few hundred ns to every packet of every policy alike, which
+pulls ratios slightly towards 1; tracefs must be available (perf mounts it) and `perf`
+installed (Debian: linux-perf).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testbed.errors import EnvironmentProblem
+
+RX_EVENT = "net:netif_receive_skb"
+TX_EVENT = "net:net_dev_start_xmit"
+#: Seconds perf may take beyond the load to write and exit.
+PERF_GRACE_S = 30.0
+#: Bytes traced in the data direction may exceed what the load sent by headers and the
+#: control connection (well under 1%); more means foreign packets were counted (the sample
+#: is then failed, not used: see the module docstring's limits).
+MAX_TRACED_OVER_SENT = 1.05
+
+
+@dataclass
+class ForwardedPackets:
+    """Per-packet forwarding times (ns) through one node, per direction, from one capture."""
+
+    up_ns: list[float] = field(default_factory=list)
+    down_ns: list[float] = field(default_factory=list)
+    up_bytes: int = 0
+    down_bytes: int = 0
+    #: packets that entered the node and never left through its other interface (local
+    #: delivery, ARP, drops) - not forwarding, so not counted
+    not_forwarded: int = 0
+
+
+def parse_perf_script(lines: Iterable[str], ingress: str, egress: str) -> ForwardedPackets:
+    """Pair receive and transmit events of the same skb on the same core.
+
+    `lines` is `perf script -F cpu,time,event,trace --ns` output. A packet received on
+    `ingress` and transmitted on `egress` is `up`; the reverse is `down`. A transmit without
+    a pending receive (the node's own packets) or on the interface it came in on is ignored."""
+    out = ForwardedPackets()
+    pending: dict[tuple[str, str], tuple[float, str]] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 4 or not parts[0].startswith("["):
+            continue
+        cpu, event = parts[0], parts[2].rstrip(":")
+        try:
+            ts = float(parts[1].rstrip(":"))
+        except ValueError:
+            continue
+        fields = dict(p.split("=", 1) for p in parts[3:] if "=" in p)
+        dev, skb = fields.get("dev"), fields.get("skbaddr")
+        if dev is None or skb is None:
+            continue
+        if event == RX_EVENT:
+            if (cpu, skb) in pending:
+                out.not_forwarded += 1
+            pending[(cpu, skb)] = (ts, dev)
+            continue
+        if event != TX_EVENT:
+            continue
+        start = pending.pop((cpu, skb), None)
+        if start is None or start[1] == dev:
+            continue
+        took = (ts - start[0]) * 1e9
+        size = int(fields.get("len", "0"))
+        if start[1] == ingress and dev == egress:
+            out.up_ns.append(took)
+            out.up_bytes += size
+        elif start[1] == egress and dev == ingress:
+            out.down_ns.append(took)
+            out.down_bytes += size
+    out.not_forwarded += len(pending)
+    return out
+
+
+def estimate(packets: ForwardedPackets) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """Metrics (`forwarding_cost` ns/packet, `forwarding_cpu` cpu_s/Gbit) and details."""
+    dirs = {"up": (packets.up_ns, packets.up_bytes), "down": (packets.down_ns, packets.down_bytes)}
+    med = {d: statistics.median(ns) if ns else 0.0 for d, (ns, _) in dirs.items()}
+    count = {d: len(ns) for d, (ns, _) in dirs.items()}
+    total_packets = sum(count.values())
+    busy_ns = sum(med[d] * count[d] for d in dirs)
+    data_gbit = max(packets.up_bytes, packets.down_bytes) * 8 / 1e9
+    extra: dict[str, Any] = {
+        "packets": count, "median_ns": {d: round(v, 1) for d, v in med.items()},
+        "p99_ns": {d: round(_quantile(ns, 0.99), 1) for d, (ns, _) in dirs.items() if ns},
+        "mean_bytes": {d: round(b / count[d]) for d, (_, b) in dirs.items() if count[d]},
+        "data_gbit": round(data_gbit, 4), "not_forwarded": packets.not_forwarded,
+        "busy_ms": round(busy_ns / 1e6, 3),
+    }
+    if not total_packets or data_gbit <= 0:
+        return {"forwarding_cost": None, "forwarding_cpu": None}, extra
+    return ({"forwarding_cost": busy_ns / total_packets,
+             "forwarding_cpu": busy_ns / 1e9 / data_gbit}, extra)
+
+
+def _quantile(xs: Sequence[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def perf_binary() -> str:
+    """The perf executable, or EnvironmentProblem saying how to get it."""
+    perf = shutil.which("perf")
+    if perf is None:
+        raise EnvironmentProblem("forwarding_cost needs perf (kernel tracepoints): "
+                                 "apt-get install linux-perf")
+    return perf
+
+
+def _run_group(argv: Sequence[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run `argv` in its own process group; on timeout kill the whole group (perf's load
+    would otherwise outlive it and keep its server busy), then re-raise."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+
+
+def capture(load_argv: Sequence[str], ingress: str, egress: str, workdir: Path,
+            timeout: float) -> tuple[subprocess.CompletedProcess, ForwardedPackets]:
+    """Run `load_argv` under `perf record -a` with the two tracepoints filtered to the
+    node's interfaces; return the load's result and the forwarded packets.
+
+    perf starts the load itself, so collection covers exactly the load's lifetime.
+    Raises EnvironmentProblem if perf cannot trace (no perf, no tracefs, not root)."""
+    perf = perf_binary()
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = workdir / "forwarding.perf.data"
+    flt = f'name == "{ingress}" || name == "{egress}"'
+    record = [perf, "record", "-q", "-a", "-o", str(data),
+              "-e", RX_EVENT, "--filter", flt, "-e", TX_EVENT, "--filter", flt,
+              "--", *load_argv]
+    try:
+        proc = _run_group(record, timeout + PERF_GRACE_S)
+        if not data.exists() or data.stat().st_size == 0:
+            raise EnvironmentProblem(
+                "perf record wrote no trace (needs root and tracefs; "
+                f"perf said: {proc.stderr.strip()[-200:] or 'nothing'})")
+        script = subprocess.run([perf, "script", "-i", str(data), "-F", "cpu,time,event,trace",
+                                 "--ns"], capture_output=True, text=True, timeout=120,
+                                check=False)
+    finally:
+        data.unlink(missing_ok=True)
+        Path(f"{data}.old").unlink(missing_ok=True)
+    return proc, parse_perf_script(script.stdout.splitlines(), ingress, egress)

@@ -1,0 +1,97 @@
+"""Forwarding cost from per-packet tracepoint pairs (benchmarks/forwarding_cost.py) and the
+delay-line drop accounting of the iperf3 samples (benchmarks/tools.py). No root needed: the
+parser and estimator work on `perf script` text."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import forwarding_cost as fwd
+from benchmarks.tools import _emulator_delta
+
+RX = "net:netif_receive_skb:"
+TX = "net:net_dev_start_xmit:"
+
+
+def rx(cpu: int, t_ns: int, dev: str, skb: str, length: int = 60) -> str:
+    return f"[{cpu:03d}] {t_ns / 1e9:.9f}:  {RX} dev={dev} skbaddr={skb} len={length}"
+
+
+def tx(cpu: int, t_ns: int, dev: str, skb: str, length: int = 74) -> str:
+    return (f"[{cpu:03d}] {t_ns / 1e9:.9f}: {TX} dev={dev} queue_mapping=0 skbaddr={skb} "
+            f"vlan_tagged=0 protocol=0x0800 ip_summed=3 len={length} data_len=0 gso_size=0")
+
+
+def test_pairs_receive_and_transmit_of_one_skb_on_one_core_per_direction() -> None:
+    lines = [
+        rx(0, 1_000_000, "edge-acc", "0xa", 65212),
+        rx(1, 1_000_500, "edge-core", "0xb", 52),      # other core, interleaved
+        tx(0, 1_005_000, "edge-core", "0xa", 65226),   # up: 5000 ns
+        tx(1, 1_003_500, "edge-acc", "0xb", 66),       # down: 3000 ns
+    ]
+    got = fwd.parse_perf_script(lines, "edge-acc", "edge-core")
+    assert got.up_ns == pytest.approx([5000.0])
+    assert got.down_ns == pytest.approx([3000.0])
+    assert (got.up_bytes, got.down_bytes, got.not_forwarded) == (65226, 66, 0)
+
+
+def test_same_skb_address_on_another_core_or_same_interface_is_not_a_forwarded_packet() -> None:
+    lines = [
+        rx(0, 1_000, "edge-acc", "0xa"),
+        tx(1, 2_000, "edge-core", "0xa"),   # another core: a different packet reusing 0xa
+        rx(0, 3_000, "edge-acc", "0xc"),
+        tx(0, 4_000, "edge-acc", "0xc"),    # sent back out where it came in (e.g. ARP)
+        tx(0, 5_000, "edge-core", "0xd"),   # the node's own packet: no receive
+    ]
+    got = fwd.parse_perf_script(lines, "edge-acc", "edge-core")
+    assert got.up_ns == [] and got.down_ns == []
+    assert got.not_forwarded == 1  # 0xa was received and never left on its core
+
+
+def test_header_and_garbage_lines_are_skipped() -> None:
+    lines = ["", "# perf header", "[000] not-a-time: net:netif_receive_skb: dev=edge-acc",
+             rx(0, 10_000, "edge-acc", "0xa"), tx(0, 12_000, "edge-core", "0xa")]
+    assert fwd.parse_perf_script(lines, "edge-acc", "edge-core").up_ns == pytest.approx([2000])
+
+
+def test_estimate_uses_medians_so_one_interrupted_packet_does_not_move_the_cost() -> None:
+    packets = fwd.ForwardedPackets(up_ns=[4000.0, 4000.0, 4000.0, 900_000.0],
+                                   down_ns=[2000.0, 2000.0], up_bytes=4 * 62_500,
+                                   down_bytes=2 * 66)
+    values, extra = fwd.estimate(packets)
+    busy_ns = 4 * 4000 + 2 * 2000
+    assert values["forwarding_cost"] == pytest.approx(busy_ns / 6)
+    assert values["forwarding_cpu"] == pytest.approx(busy_ns / 1e9 / (250_000 * 8 / 1e9))
+    assert extra["packets"] == {"up": 4, "down": 2}
+    assert extra["median_ns"] == {"up": 4000.0, "down": 2000.0}
+
+
+def test_estimate_without_forwarded_packets_gives_no_value() -> None:
+    values, extra = fwd.estimate(fwd.ForwardedPackets(not_forwarded=3))
+    assert values == {"forwarding_cost": None, "forwarding_cpu": None}
+    assert extra["not_forwarded"] == 3
+
+
+def test_a_regression_of_twenty_percent_per_packet_shows_as_twenty_percent() -> None:
+    base = fwd.ForwardedPackets(up_ns=[5000.0] * 9, down_ns=[3000.0] * 7,
+                                up_bytes=9 * 64_000, down_bytes=7 * 66)
+    slower = fwd.ForwardedPackets(up_ns=[6000.0] * 9, down_ns=[3600.0] * 7,
+                                  up_bytes=9 * 64_000, down_bytes=7 * 66)
+    for metric in ("forwarding_cost", "forwarding_cpu"):
+        ratio = fwd.estimate(slower)[0][metric] / fwd.estimate(base)[0][metric]
+        assert ratio == pytest.approx(1.2)
+
+
+def test_emulator_delta_separates_emulator_drops_from_the_emulated_queue() -> None:
+    before = {"dropped_overload": 10, "kernel_drops": 1, "dropped_queue": 5}
+    after = {"dropped_overload": 110, "kernel_drops": 4, "dropped_queue": 7}
+    assert _emulator_delta(before, after) == {"emulator_drops": 103, "queue_drops": 2}
+    assert _emulator_delta({}, {}) == {}  # no delay line on the network: nothing recorded
+
+
+def test_missing_perf_is_an_environment_problem_naming_the_package(monkeypatch) -> None:
+    from testbed.errors import EnvironmentProblem
+
+    monkeypatch.setattr(fwd.shutil, "which", lambda _name: None)
+    with pytest.raises(EnvironmentProblem, match="linux-perf"):
+        fwd.perf_binary()
