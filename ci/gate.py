@@ -158,7 +158,7 @@ def _shift_row(figure: str, common: dict[str, Any], rule: Rule | None, comparato
                        verdict=UNDECIDED if gating else INFO,
                        note=ch + ("; rerun with more repetitions of this measurement (or the "
                                   "full profile)" if gating else ""))
-    verdict, note = classify(ch, th)
+    verdict, note = classify(ch, th, tol.lean)
     if not rule and verdict == UNDECIDED:
         verdict, note = INFO, "CI contains the information threshold"
     source = "test" if "test" in (old.source, new.source) else "estimate"

@@ -20,7 +20,10 @@ the estimate of the change and h the half-width of its CI on the bad side:
   (too few samples: the interval cannot tell no change from a change of T);
 - otherwise ok with a note: the CI reaches T but e < T/2 and h <= T.
 
-Judging by the midpoint T/2 keeps the two errors balanced. An unchanged figure fails with
+The cut T/2 is `[gate] lean` in ci/tolerances.toml (a fraction of T; 0.5 by default). Judging
+by the midpoint keeps the two errors balanced; a larger lean trades missed changes of about
+T for fewer false alarms (at h = 0.6 T and lean 0.75: 0.7% false alarms, 21% of changes of
+exactly T missed, 0.7% of changes of 1.5 T). An unchanged figure fails with
 probability P(N(0,1) > 1.96 max(T - h, T/2) / h): 0.2% at h = 0.4 T, 2.5% at h = T/2, 7.5%
 at h = 0.68 T, 16% at the worst admitted precision h = T. A change of exactly T passes with
 P(N(0,1) > 1.96 min(h, T/2) / h): 2.5% whenever h <= T/2, 16% at h = T. A change of 2 T
@@ -144,8 +147,9 @@ def threshold_for(comparator: str, better: str, tolerance: float) -> Threshold:
     return Threshold(-math.log1p(-tolerance), 1.0 - tolerance, False)
 
 
-def classify(ch: Change, th: Threshold) -> tuple[str, str]:
-    """(verdict, note) by the rule in the module docstring."""
+def classify(ch: Change, th: Threshold, lean: float = 0.5) -> tuple[str, str]:
+    """(verdict, note) by the rule in the module docstring; `lean` is the cut as a fraction
+    of the threshold (0.5: the midpoint)."""
     s = 1.0 if th.bad_up else -1.0
     e = s * ch.work_value
     a, b = sorted((s * ch.work_low, s * ch.work_high))
@@ -157,20 +161,20 @@ def classify(ch: Change, th: Threshold) -> tuple[str, str]:
         return IMPROVED, "whole CI beyond the threshold in the good direction"
     if b < t:
         return OK, ""
-    if e >= t / 2.0 or h > t:
-        return UNDECIDED, _undecided_note(ch, th, e)
+    if e >= lean * t or h > t:
+        return UNDECIDED, _undecided_note(ch, th, e, lean)
     return OK, (f"imprecise: CI reaches the threshold (half-width {h / t:.2f} x threshold), "
-                "estimate below half of it")
+                f"estimate below {lean:g} of it")
 
 
-def _undecided_note(ch: Change, th: Threshold, e: float) -> str:
+def _undecided_note(ch: Change, th: Threshold, e: float, lean: float) -> str:
     """What the user should do: confirm a likely regression, or gather enough samples that
     the CI clears the threshold (bad-side half-width <= T - e), naming which run limits it."""
     t = th.work
     if e >= t * (1.0 - 1e-9):  # at the threshold, up to rounding
         return ("estimate at or beyond the threshold, CI reaches back short of it: likely a "
                 "regression; rerun with more repetitions to confirm")
-    if e >= t / 2.0:
+    if e >= lean * t:
         return (f"estimate {e / t:.0%} of the way to the threshold and the CI reaches it: "
                 "likely a regression; rerun with more repetitions of this measurement (or the "
                 "full profile) to confirm or clear it")

@@ -157,5 +157,6 @@ def write_json(path: Path, rows: Sequence[Mapping[str, Any]], code: int,
     """Every row (information rows too), the exit status and the tolerances used."""
     path.write_text(json.dumps({"exit_code": code, "tolerances": tol.source,
                                 "gate_on": tol.gate_on, "confidence": tol.confidence,
+                                "lean": tol.lean,
                                 "rows": list(rows)}, indent=1, allow_nan=False) + "\n",
                     encoding="utf-8")

@@ -34,7 +34,7 @@ DEFAULT_TOLERANCES = Path(__file__).resolve().parent / "tolerances.toml"
 GATE_ON = ("ratios", "medians", "both")
 KINDS = ("latency", "throughput", "rate", "cpu", "jitter", "loss")
 _GATE_KEYS = {"gate_on": str, "fail_on_missing": bool, "fail_on_verdict_flip": bool,
-              "confidence": float}
+              "confidence": float, "lean": float}
 _INFO_KEYS = ("margin_factor", "max_change")
 _RULE_KEYS = ("name", "why", "measurement", "metric", "kinds", "paths", "reference",
               "margin_factor", "max_change")
@@ -87,6 +87,9 @@ class Tolerances:
     fail_on_missing: bool = True
     fail_on_verdict_flip: bool = True
     confidence: float = 0.95
+    #: the cut between ok and undecided for a CI containing the threshold, as a fraction of
+    #: the threshold (ci/gate_change.py)
+    lean: float = 0.5
     info_margin_factor: float = 2.0
     info_max_change: float = 0.10
     source: str = field(default="(defaults)", compare=False)
@@ -125,6 +128,8 @@ def load_tolerances(path: str | Path | None = None) -> Tolerances:
     if not 0.5 <= settings.get("confidence", 0.95) < 1.0:
         raise GateError(f"{path}: gate.confidence must be in [0.5, 1), got "
                         f"{settings['confidence']!r}")
+    if not 0.0 < settings.get("lean", 0.5) <= 1.0:
+        raise GateError(f"{path}: gate.lean must be in (0, 1], got {settings['lean']!r}")
     for key in _INFO_KEYS:
         if key in info:
             settings[f"info_{key}"] = _positive(path, f"info.{key}", info[key])

@@ -587,6 +587,9 @@ def test_rule_estimate_below_half_with_admitted_precision_passes_with_a_note() -
     assert not isinstance(ch, str)
     verdict, note = classify(ch, threshold_for("difference", "lower", 1.0))
     assert verdict == UNDECIDED and "likely a regression" in note
+    # a larger lean ([gate] lean) lets the same estimate pass, noted
+    verdict, note = classify(ch, threshold_for("difference", "lower", 1.0), lean=0.75)
+    assert verdict == OK and "imprecise" in note
 
 
 @pytest.mark.parametrize(
@@ -627,6 +630,7 @@ def test_mover_combines_two_cis() -> None:
 def test_default_tolerances_table() -> None:
     t = load_tolerances()
     assert t.gate_on == "ratios" and t.fail_on_missing and t.fail_on_verdict_flip
+    assert t.lean == 0.5 and t.confidence == 0.95
     by = {r.name: r for r in t.rules}
     assert by["added delay"].margin_factor == 2.0 and by["added delay"].paths == ("cfr-*",)
     assert by["subscriber rate"].max_change == 0.10
@@ -648,6 +652,8 @@ def test_default_tolerances_table() -> None:
     ("[[rule]]\nname = 'x'\nkinds = ['latencyy']\nmax_change = 0.1\n", "latencyy"),
     ("[[rule]]\nname = 'x'\nmetricc = 'rtt'\nmax_change = 0.1\n", "metricc"),
     ("[gate]\nconfidence = 1.5\n", "confidence"),
+    ("[gate]\nlean = 0\n", "lean"),
+    ("[gate]\nlean = 'half'\n", "lean"),
 ])
 def test_bad_tolerances_are_named(tmp_path: Path, text: str, word: str) -> None:
     f = tmp_path / "tol.toml"
