@@ -6,22 +6,33 @@ ECH load generator on the population host, once per policy, through the real rel
 ISP edge (`cfr run`, so `cfr-epoch` rotates on its own clock) to the real front door with
 resumption on. The ground truth and the front-door log of each replay are then joined and
 attacked by every linker (`benchmarks.linkability`), and the ISP-scale model is run.
+
+Devices (``device_namespaces``): each device of the workload runs in a namespace of its own
+behind the population host (``testbed.devices``), with the stack settings and TLS client of
+its device class (assigned by a seeded hash of the device name), so that the front door's
+fingerprint linkers (``benchmarks.linkability.fingerprints``) face a population that differs
+the way real devices do. Every device keeps one TLS session cache for all its addresses.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
 
 from benchmarks.environment import BenchEnv
+from benchmarks.linkability import linkers as lk
 from benchmarks.linkability.analysis import analyse_emulation
+from benchmarks.linkability.fingerprints import fingerprint_linkers
 from benchmarks.linkability.model import ModelParams, run_model
 from benchmarks.linkability.simulator import SimParams
 from benchmarks.linkability.workload import WorkloadParams, generate_workload
+from testbed.devices import DEVICE_CLASSES, BringUp, DeviceNamespaces, DeviceSpec
 from testbed.errors import ParameterError
 from testbed.lifecycle import RunRegistry
 from testbed.network import Network
@@ -42,14 +53,30 @@ POLICY_RUNS = (
 
 @dataclass(frozen=True)
 class LinkabilityParams:
-    households: int = 200
-    duration_s: float = 60.0
+    """Defaults are the full profile: 600 s of workload and 500 households of which a fifth
+    (100) carry the trait, long enough for the oracle ceiling to approach 1 (issue 15: at
+    60 s about half the trait households never visit a trait site). ``quick()`` is short
+    and says its ceiling when it runs."""
+
+    households: int = 500
+    duration_s: float = 600.0
     epoch_s: float = 15.0
     pool_size: int = 8
     sessions_per_device_per_hour: float = 60.0
     window_s: float = 15.0
     seed: int = 1
     model: str = "quick"  # quick | full | none
+    trait_fraction: float = 0.2
+    device_namespaces: bool = True
+    device_classes: tuple[str, ...] = tuple(DEVICE_CLASSES)
+
+    @classmethod
+    def quick(cls) -> LinkabilityParams:
+        return cls(households=200, duration_s=60.0, trait_fraction=0.1)
+
+    @classmethod
+    def for_profile(cls, profile: str) -> LinkabilityParams:
+        return cls.quick() if profile in ("quick", "tiny") else cls()
 
     def validate(self, population: int) -> LinkabilityParams:
         if not 2 <= self.households <= population:
@@ -59,6 +86,10 @@ class LinkabilityParams:
             raise ParameterError("duration", self.duration_s, "5..3600 seconds")
         if self.model not in ("quick", "full", "none"):
             raise ParameterError("model", self.model, "quick, full or none")
+        unknown = [c for c in self.device_classes if c not in DEVICE_CLASSES]
+        if unknown or not self.device_classes:
+            raise ParameterError("device classes", ",".join(unknown) or "none",
+                                 ", ".join(DEVICE_CLASSES))
         return self
 
 
@@ -71,7 +102,8 @@ def _workloads(p: LinkabilityParams, net: Network, first_subscriber: int):
 
     base = WorkloadParams(seed=p.seed, households=p.households, duration_s=p.duration_s,
                           sessions_per_device_per_hour=p.sessions_per_device_per_hour,
-                          temp_addr_lifetime_s=max(p.duration_s / 3, 1.0))
+                          temp_addr_lifetime_s=max(p.duration_s / 3, 1.0),
+                          trait_fraction=p.trait_fraction)
     return (generate_workload(base, address_plan),
             generate_workload(replace(base, temp_addr_fraction=1.0), address_plan))
 
@@ -87,14 +119,69 @@ def _add_device_addresses(net: Network, workloads) -> int:
     return len(wanted)
 
 
+def device_class_of(device: str, seed: int, classes: Sequence[str]) -> str:
+    """A device's class: a seeded hash of its name, so both workloads (and every policy's
+    replay) give one device the same class."""
+    h = hashlib.sha256(f"{seed}:{device}".encode()).digest()
+    return classes[int.from_bytes(h[:4], "big") % len(classes)]
+
+
+def device_specs(workloads, seed: int, classes: Sequence[str]) -> list[DeviceSpec]:
+    """One namespace per workload device, holding every source address the device uses in
+    any of the workloads; devices of one household get disjoint port ranges."""
+    addrs: dict[str, set[str]] = {}
+    household: dict[str, str] = {}
+    for w in workloads:
+        for r in w.records:
+            addrs.setdefault(r["device"], set()).add(r["source"])
+            household[r["device"]] = r["household"]
+    members: dict[str, list[str]] = {}
+    for dev in sorted(addrs):
+        members.setdefault(household[dev], []).append(dev)
+    specs = []
+    for dev in sorted(addrs):
+        cls = DEVICE_CLASSES[device_class_of(dev, seed, classes)]
+        group = members[household[dev]]
+        specs.append(DeviceSpec(dev, cls.stack, tuple(sorted(addrs[dev])),
+                                port_slot=group.index(dev), port_slots=len(group),
+                                device_class=cls.name))
+    return specs
+
+
+def setup_devices(net: Network, workloads, p: LinkabilityParams, out: Path
+                  ) -> tuple[DeviceNamespaces | None, Path, BringUp | None]:
+    """Device classes onto the workload records (``profile`` = the device, ``device_class``)
+    and, with ``device_namespaces``, one namespace per device. Returns the namespaces (to
+    take down), the ``echd load --profiles`` file and the bring-up times."""
+    specs = device_specs(workloads, p.seed, p.device_classes)
+    dn: DeviceNamespaces | None = None
+    rep: BringUp | None = None
+    if p.device_namespaces:
+        dn = DeviceNamespaces(net[POPULATION_HOST], net.registry,
+                              str(net.graph.plan.access_gateway_v4))
+        rep = dn.up(specs)
+    profiles = {s.name: DEVICE_CLASSES[s.device_class].echd_profile(
+        dn.netns_path(k) if dn else None) for k, s in enumerate(specs)}
+    cls = {s.name: s.device_class for s in specs}
+    for w in workloads:
+        for r in w.records:
+            r["profile"] = r["device"]
+            r["device_class"] = cls[r["device"]]
+    path = out / "device-profiles.json"
+    path.write_text(json.dumps(profiles, indent=1, sort_keys=True))
+    return dn, path, rep
+
+
 def replay(env: BenchEnv, loader: ech_service.LoadGenerator, policy: str, records: list[dict],
-           out: Path, name: str, duration_s: float) -> tuple[Path, Path, dict]:
+           out: Path, name: str, duration_s: float,
+           profiles: Path | None = None) -> tuple[Path, Path, dict]:
     """Replay a workload under one relay policy (`cfr run`); write ground truth and the
     front door's log of the same connections. Returns both paths and counts."""
     env.relay.start_daemon(policy)
     before = len(env.cdn.front.records())
+    extra = ["--profiles", str(profiles)] if profiles else []
     result = loader.run(workload=records, resumption=env.resumption, check=False,
-                        timeout=duration_s * 4 + 120)
+                        timeout=duration_s * 4 + 120, extra=extra)
     time.sleep(2.0)  # the front door logs a connection when it closes
     seen = env.cdn.front.records()[before:]
     truth, front = out / f"truth-{name}.jsonl", out / f"frontdoor-{name}.jsonl"
@@ -119,6 +206,14 @@ def run_linkability(base: Scenario, params: LinkabilityParams, run_dir: Path,
         console.print(f"      workload: {params.households} households, "
                       f"{len(workload.records)} sessions over {params.duration_s:.0f} s, "
                       f"{added} device IPv6 addresses added to {POPULATION_HOST}")
+        devices, profiles, bring_up = setup_devices(net, (workload, temp_workload), params, out)
+        if devices is not None:
+            registry.defer(devices.down)
+        if bring_up is not None:
+            console.print(f"      {bring_up.devices} device namespaces up in "
+                          f"{bring_up.total_s:.1f} s (create {bring_up.create_s:.1f}, "
+                          f"configure {bring_up.configure_s:.1f}, population host "
+                          f"{bring_up.parent_s:.1f}; shared machine, noisy)")
         env = BenchEnv(net, registry.make_tmpdir("linkability"), ech_mode="shared",
                        pool_size=params.pool_size, epoch_s=params.epoch_s, resumption=True,
                        named_sites=tuple(workload.params.sensitive_sites))
@@ -132,20 +227,41 @@ def run_linkability(base: Scenario, params: LinkabilityParams, run_dir: Path,
                 t0 = time.monotonic()
                 records = (temp_workload if temporary else workload).records
                 truth[name], front[name], errors = replay(env, loader, policy, records, out,
-                                                          name, params.duration_s)
+                                                          name, params.duration_s, profiles)
                 console.print(f"      {name:10} {errors['flows']:5} flows "
                               f"({errors['failed']} failed), {errors['seen']} seen by the "
                               f"front door, {time.monotonic() - t0:.0f} s")
             env.relay.stop_daemon()
         finally:
             env.stop()
+            if devices is not None:
+                devices.down()
     model_params = SimParams(subscribers=params.households, duration_s=params.duration_s,
                              pool=params.pool_size, epoch_s=params.epoch_s,
                              window_s=params.window_s, seed=params.seed)
     section = analyse_emulation(truth, front, workload, run_dir, window_s=params.window_s,
+                                linkers={**lk.default_linkers(), **fingerprint_linkers()},
                                 model_params=model_params)
     section["parameters"] = {k: getattr(params, k) for k in params.__dataclass_fields__}
+    if bring_up is not None:
+        section["device_namespaces"] = {"devices": bring_up.devices,
+                                        "bring_up_s": round(bring_up.total_s, 3)}
+    for pol, auc in oracle_ceilings(section).items():
+        console.print(f"      {pol:10} oracle trait-AUC ceiling {auc:.3f}"
+                      + ("  (quick run: short, the ceiling is below 1)"
+                         if params.duration_s < 600 and auc < 0.95 else ""))
     if params.model != "none":
         mp = ModelParams.quick() if params.model == "quick" else ModelParams()
         section["model"] = run_model(mp, run_dir)
     return section
+
+
+def oracle_ceilings(section: dict) -> dict[str, float]:
+    """The oracle's trait AUC per policy (join by true household: what a perfect linker
+    would reach with this trace); a short run says here why it cannot profile."""
+    out: dict[str, float] = {}
+    for pol, r in (section.get("policies") or {}).items():
+        auc = (r.get("trait_ceiling") or {}).get("auc") if isinstance(r, dict) else None
+        if isinstance(auc, (int, float)):
+            out[pol] = float(auc)
+    return out

@@ -100,6 +100,38 @@ STACK_PROFILES: dict[str, StackProfile] = {
 
 
 @dataclass(frozen=True)
+class DeviceClass:
+    """A kind of device: its stack (namespace sysctls) and its TLS client, as an ``echd load
+    --profiles`` entry without the namespace (``tls``: alpn, curves, no_tickets, ...)."""
+
+    name: str
+    stack: StackProfile
+    tls: dict = field(default_factory=dict)
+
+    def echd_profile(self, netns_path: str | None) -> dict:
+        out = dict(self.tls)
+        if netns_path:
+            out["netns"] = netns_path
+        return out
+
+
+# Under ECH, crypto/tls offers TLS 1.3 only, so classes differ in ALPN, key-exchange groups
+# and whether they ask for tickets (see ech/internal/loadgen/profile.go for what Go allows).
+DEVICE_CLASSES: dict[str, DeviceClass] = {
+    c.name: c
+    for c in (
+        DeviceClass("linux", STACK_PROFILES["linux"], {"alpn": ["h2", "http/1.1"]}),
+        DeviceClass("windows-like", STACK_PROFILES["windows-like"],
+                    {"alpn": ["h2", "http/1.1"], "curves": ["X25519", "P256", "P384"]}),
+        DeviceClass("macos-like", STACK_PROFILES["macos-like"],
+                    {"alpn": ["h2", "http/1.1"], "curves": ["X25519MLKEM768", "X25519", "P256"]}),
+        DeviceClass("embedded-like", STACK_PROFILES["embedded-like"],
+                    {"alpn": ["http/1.1"], "curves": ["P256"], "no_tickets": True}),
+    )
+}
+
+
+@dataclass(frozen=True)
 class DeviceSpec:
     """A device namespace: its stack, its addresses, and its slot in the household's port
     space (``port_slot`` of ``port_slots`` disjoint ranges)."""
@@ -109,6 +141,7 @@ class DeviceSpec:
     addrs: tuple[str, ...]
     port_slot: int = 0
     port_slots: int = 1
+    device_class: str = ""
 
     def port_range(self) -> tuple[int, int]:
         lo, hi = 20000, 60999

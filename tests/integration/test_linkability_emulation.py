@@ -5,6 +5,11 @@ Bound tested for cfr-flow: the same-address linker's precision may not exceed th
 pool-sharing chance level computed from the ground truth (same-household pairs / all pairs,
 what a linker independent of the truth achieves) by more than three binomial standard
 errors of the pairs it predicted: precision <= c + 3 * sqrt(c (1 - c) / predicted_pairs).
+
+Devices run in namespaces of their own with two device classes (``linux`` and
+``windows-like``: different TTL/hop limit, TCP timestamps, initial window and TLS groups);
+the fingerprint linkers must separate the classes under cfr-flow, whatever alias each flow
+got. What each signal shows is printed (``-s``) for the record.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ import json
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from benchmarks.environment import BenchEnv
+from benchmarks.linkability import fingerprints as fp
 from benchmarks.linkability import linkers
 from benchmarks.linkability.metrics import chance_precision, pairwise_scores
 from benchmarks.linkability.observations import join_records, trait_vector
@@ -25,7 +32,9 @@ from benchmarks.linkability_run import (
     LinkabilityParams,
     _add_device_addresses,
     _workloads,
+    device_class_of,
     replay,
+    setup_devices,
 )
 from testbed.network import Network
 from testbed.scenario import Scenario
@@ -33,7 +42,8 @@ from testbed.services import ech as ech_service
 from tests.conftest import require_root
 
 PARAMS = LinkabilityParams(households=20, duration_s=15, pool_size=8, epoch_s=60,
-                           sessions_per_device_per_hour=900, model="none")
+                           sessions_per_device_per_hour=900, model="none",
+                           device_classes=("linux", "windows-like"))
 
 
 def _load(path):
@@ -52,6 +62,9 @@ def replays(tmp_path_factory):
         # few sites, so devices come back to the same site and can present a ticket
         workload = _few_sites(workload)
         _add_device_addresses(net, (workload,))
+        devices, profiles, bring_up = setup_devices(net, (workload,), PARAMS, out)
+        results["bring_up"] = bring_up
+        net.registry.defer(devices.down)
         for resumption, policies in ((True, ("route", "cfr-flow")), (False, ("cfr-flow",))):
             env = BenchEnv(net, net.registry.make_tmpdir("lk"), pool_size=PARAMS.pool_size,
                            epoch_s=PARAMS.epoch_s, resumption=resumption,
@@ -63,13 +76,14 @@ def replays(tmp_path_factory):
                 for policy in policies:
                     name = f"{policy}-{'resume' if resumption else 'full'}"
                     truth, front, counts = replay(env, loader, policy, workload.records, out,
-                                                  name, PARAMS.duration_s)
+                                                  name, PARAMS.duration_s, profiles)
                     assert counts["failed"] == 0 and counts["seen"] == counts["flows"], counts
                     ft, cov = join_records(_load(truth), _load(front),
                                            workload.params.sensitive_sites)
                     results[name] = ft.labelled()
             finally:
                 env.stop()
+        devices.down()
     results["households"] = workload.household_table()
     return results
 
@@ -119,3 +133,43 @@ def test_model_agrees_with_emulation_on_the_same_trace(replays):
     model = pairwise_scores(modelled.household, linkers.same_address(modelled))
     assert abs(emulated.precision - model.precision) <= 0.1
     assert abs(emulated.recall - model.recall) <= 0.15
+
+
+def _device_classes(ft) -> np.ndarray:
+    names = ft.names["device"]
+    return np.array([PARAMS.device_classes.index(
+        device_class_of(names[d], PARAMS.seed, PARAMS.device_classes)) for d in ft.device])
+
+
+def test_device_namespaces_came_up(replays):
+    rep = replays["bring_up"]
+    assert rep.devices >= PARAMS.households  # every household has at least one device
+    assert rep.total_s < 60
+
+
+def test_fingerprints_separate_device_classes_under_cfr_flow(replays):
+    ft = replays["cfr-flow-resume"]
+    cls = _device_classes(ft)
+    assert set(cls) == {0, 1}, "both device classes made flows"
+    assert fp.has_fingerprints(ft)
+    report = {}
+    for name, linker in fp.fingerprint_linkers().items():
+        labels = linker(ft)
+        # a cluster is pure when all its flows come from one device class
+        pure = all(np.unique(cls[labels == c]).size == 1 for c in np.unique(labels))
+        s = pairwise_scores(ft.household, labels)
+        report[name] = (np.unique(labels).size, pure, round(s.precision, 3), round(s.recall, 3))
+    print("\nfingerprint linkers under cfr-flow (clusters, class-pure, precision, recall):")
+    for name, row in report.items():
+        print(f"  {name:24} {row}")
+    # TTL / hop limit (64 vs 128) splits the population exactly into the two classes
+    ttl = fp.categorical("ttl")(ft)
+    assert np.unique(ttl).size == 2
+    for c in np.unique(ttl):
+        assert np.unique(cls[ttl == c]).size == 1
+    # so do the SYN shape and the TLS groups, and their combination never mixes classes
+    for name in ("fp-syn", "fp-groups", "fp+combined"):
+        assert report[name][1], (name, report[name])
+    # the address linker, by contrast, mixes the classes (aliases are shared)
+    addr = linkers.same_address(ft)
+    assert not all(np.unique(cls[addr == c]).size == 1 for c in np.unique(addr))

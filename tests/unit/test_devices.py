@@ -60,7 +60,8 @@ def test_parent_routes_replies_by_mark_before_the_local_table() -> None:
         assert lines[-2:] == ["rule add pref 100 lookup local", "rule del pref 0 lookup local"]
     nft = dn.nft_ruleset(devs)
     assert "table inet cfrt1_devices" in nft
-    assert f'"cfrt1v1" : {MARK_BASE + 1:#x}' in nft and "meta mark set ct mark" in nft
+    assert f'"cfrt1v1" : {MARK_BASE + 1:#x}' in nft
+    assert "ct direction reply meta mark set ct mark" in nft  # replies only
     assert dn.parent_sysctls(devs)["net/ipv4/conf/cfrt1v0/accept_local"] == "1"
 
 

@@ -23,11 +23,13 @@ import (
 //     per-namespace sysctls: give the profile a Netns (a file such as /run/netns/NAME) and
 //     its connections are made from that namespace (testbed/devices.py creates them).
 //   - ClientHello: crypto/tls lets a client choose MinVersion/MaxVersion (TLS 1.2 allowed
-//     adds the TLS 1.2 cipher suites and a second supported_versions entry), the TLS 1.2
-//     CipherSuites offered (not their order: crypto/tls orders them itself; TLS 1.3 suites
+//     adds the TLS 1.2 cipher suites and a second supported_versions entry; but with ECH
+//     crypto/tls refuses MinVersion below 1.3, so min_tls and cipher_suites only matter
+//     with --no-ech), the TLS 1.2 CipherSuites offered (not their order: crypto/tls orders them itself; TLS 1.3 suites
 //     are not configurable), CurvePreferences (the set of supported_groups and key shares,
-//     not their order, which crypto/tls fixes), NextProtos (ALPN), and whether it keeps
-//     session tickets. It does not let a client choose the extension order, signature algorithms, GREASE, padding, record
+//     not their order, which crypto/tls fixes), NextProtos (ALPN), and whether it asks for
+//     session tickets (no_tickets: SessionTicketsDisabled and no cache, which drops the
+//     session_ticket extension and never resumes). It does not let a client choose the extension order, signature algorithms, GREASE, padding, record
 //     size limit or the ECH outer extensions: those are one fixed Go fingerprint, so JA4
 //     varies only through the cipher list, the extension set and ALPN.
 type Profile struct {
@@ -144,6 +146,7 @@ func (p *Profile) apply(cfg *tls.Config) {
 	if len(p.ALPN) > 0 {
 		cfg.NextProtos = append([]string(nil), p.ALPN...)
 	}
+	cfg.SessionTicketsDisabled = p.NoTickets
 }
 
 // control sets the per-socket stack options before connect (net.Dialer.Control).
