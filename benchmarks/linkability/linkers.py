@@ -21,6 +21,22 @@ source address and port, timing, and TLS resumption identities; never ground tru
   and joined to the connection that was issued that ticket (``issued_ticket_hashes``).
   Tickets are bound to the inner server name, so this links visits *to one site* across
   aliases; joined with an address linker it chains across sites.
+* ``same_code(name)``: one cluster per value of an adversary-visible per-flow code in
+  ``FlowTable.extra`` (a fingerprint); unobserved (-1) flows stay alone.
+* ``alias_epoch(epoch_s)``: (alias, family, epoch) cells, the epoch length *inferred* from
+  the observations when not given (``adversary.infer_epoch``, alias-lifetime method: it needs
+  no names; the IPv6 estimate serves IPv4 too, the relay has one schedule). Under
+  ``cfr-epoch`` this is the per-epoch pseudonym; under ``cfr-flow`` it joins nothing real.
+* ``epoch_continuity(gap)``: alias-epoch cells chained across each epoch boundary when the
+  last cell to end before it and the first to start after it are within ``gap`` seconds (a
+  browsing burst that straddles the rotation), per family.
+* ``rare_destination(max_cells)``: statistical disclosure without names: alias-epoch cells
+  that share a destination seen in at most ``max_cells`` cells overall are joined (a
+  household's long-tail sites recur across epochs; popular sites say nothing).
+* ``v4v6_pairing(window)``: joins a household's IPv4 and IPv6 keys: for each IPv4 key
+  (address, /56 for IPv6) the IPv6 key with the most co-visits (the same destination from
+  both families within ``window`` s, or one TLS ticket presented over both), kept when the
+  choice is mutual and rests on at least ``min_count`` co-visits.
 * ``union(*linkers)``: connected components of the union of the linkers' link graphs (an
   adversary using every signal). Unions only ever merge, so recall rises and precision
   usually falls.
@@ -39,8 +55,9 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from benchmarks.linkability.adversary import adversary_cells, infer_epoch
 from benchmarks.linkability.flows import FlowTable
-from benchmarks.linkability.metrics import combine, dense
+from benchmarks.linkability.metrics import combine, dense, group_counts
 
 Linker = Callable[[FlowTable], np.ndarray]
 
@@ -161,6 +178,155 @@ def _resumption(ft: FlowTable) -> np.ndarray:
     return _components(n, n_t, flow_idx, t_codes)
 
 
+def same_code(name: str) -> Linker:
+    """One cluster per value of ``ft.extra[name]``; unobserved (-1) flows are singletons."""
+
+    def link(ft: FlowTable) -> np.ndarray:
+        if name not in ft.extra:
+            raise KeyError(f"flow table has no extra column {name!r}")
+        code = np.asarray(ft.extra[name], dtype=np.int64).copy()
+        miss = code < 0
+        code[miss] = int(code.max(initial=0)) + 1 + np.arange(int(miss.sum()))
+        return code
+
+    link.__name__ = f"same_code_{name}"
+    return link
+
+
+def _epoch_lengths(ft: FlowTable, epoch_s: float | None) -> dict[int, float | None]:
+    if epoch_s is not None:
+        return {4: epoch_s, 6: epoch_s}
+    est = infer_epoch(ft, named=np.zeros(len(ft), dtype=bool)).by_family
+    one = est.get(6) or est.get(4)
+    return {4: est.get(4) or one, 6: est.get(6) or one}
+
+
+def alias_epoch(epoch_s: float | None = None) -> Linker:
+    """(alias, family, epoch) cells; epoch length inferred when ``epoch_s`` is None."""
+
+    def link(ft: FlowTable) -> np.ndarray:
+        return adversary_cells(ft, "cfr-epoch", _epoch_lengths(ft, epoch_s))
+
+    link.__name__ = "alias_epoch" if epoch_s is None else f"alias_epoch_{epoch_s:g}"
+    return link
+
+
+def _merge(n_nodes: int, labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Relabel flows after joining node pairs (a[i], b[i]) of the node ids in ``labels``."""
+    graph = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(n_nodes, n_nodes)).tocsr()
+    _, comp = connected_components(graph, directed=False)
+    return dense(comp[labels])[0]
+
+
+def epoch_continuity(gap: float = 2.0, epoch_s: float | None = None) -> Linker:
+    """Alias-epoch cells chained over each boundary by the burst that straddles it."""
+
+    def link(ft: FlowTable) -> np.ndarray:
+        lengths = _epoch_lengths(ft, epoch_s)
+        cells = adversary_cells(ft, "cfr-epoch", lengths)
+        n_c = int(cells.max(initial=-1)) + 1
+        a_all, b_all = [], []
+        for fam in (4, 6):
+            length = lengths.get(fam)
+            m = ft.family == fam
+            if length is None or not m.any():
+                continue
+            c, t = cells[m], ft.ts[m]
+            first = np.full(n_c, np.inf)
+            last = np.full(n_c, -np.inf)
+            np.minimum.at(first, c, t)
+            np.maximum.at(last, c, t)
+            present = np.unique(c)
+            f, la = first[present], last[present]
+            b_end = np.floor(la / length).astype(np.int64) + 1  # the boundary after the cell
+            # per boundary: the last cell to end before it, the first to start after it
+            order_end = np.lexsort((la, b_end))
+            be = b_end[order_end]
+            last_of = np.flatnonzero(np.r_[be[1:] != be[:-1], True])
+            enders = dict(zip(be[last_of].tolist(), order_end[last_of].tolist(), strict=True))
+            b_start = np.floor(f / length).astype(np.int64)
+            order_start = np.lexsort((f, b_start))
+            bs = b_start[order_start]
+            first_of = np.flatnonzero(np.r_[True, bs[1:] != bs[:-1]])
+            for bnd, j in zip(bs[first_of].tolist(), order_start[first_of].tolist(), strict=True):
+                i = enders.get(bnd)
+                if i is not None and f[j] - la[i] <= gap:
+                    a_all.append(present[i])
+                    b_all.append(present[j])
+        if not a_all:
+            return cells
+        return _merge(n_c, cells, np.array(a_all), np.array(b_all))
+
+    link.__name__ = f"epoch_continuity_{gap:g}"
+    return link
+
+
+def rare_destination(max_cells: int = 2, epoch_s: float | None = None) -> Linker:
+    """Alias-epoch cells joined through destinations seen in at most ``max_cells`` cells."""
+
+    def link(ft: FlowTable) -> np.ndarray:
+        cells = adversary_cells(ft, "cfr-epoch", _epoch_lengths(ft, epoch_s))
+        n_c = int(cells.max(initial=-1)) + 1
+        site, n_s = dense(ft.site)
+        keys, _ = group_counts(site * n_c + cells)  # distinct (site, cell)
+        ks, kc = keys // n_c, keys % n_c
+        per_site = np.bincount(ks, minlength=n_s)
+        rare = per_site[ks] <= max_cells
+        if not rare.any():
+            return cells
+        return _components(n_c, n_s, kc[rare], ks[rare])[cells]
+
+    link.__name__ = f"rare_destination_{max_cells}"
+    return link
+
+
+def v4v6_pairing(window: float = 60.0, min_count: int = 2) -> Linker:
+    """Join each IPv4 key with the IPv6 key it mutually co-visits most (see module doc)."""
+
+    def link(ft: FlowTable) -> np.ndarray:
+        key = dense(np.asarray(ft.prefix.get(56, ft.addr)))[0]
+        n_k = int(key.max(initial=-1)) + 1
+        v6 = ft.family == 6
+        # Co-visits: consecutive flows to one site, one per family, within the window.
+        order = np.lexsort((ft.ts, ft.site))
+        s, t, f, k = ft.site[order], ft.ts[order], v6[order], key[order]
+        adj = (s[1:] == s[:-1]) & (f[1:] != f[:-1]) & (np.diff(t) <= window)
+        k4 = np.where(f[:-1], k[1:], k[:-1])[adj]
+        k6 = np.where(f[:-1], k[:-1], k[1:])[adj]
+        # One ticket presented (or issued) over both families.
+        tk = np.concatenate((ft.psk, np.full(ft.issued_flow.size, -1)))
+        fl = np.concatenate((np.arange(len(ft)), ft.issued_flow))
+        tk[len(ft) :] = ft.issued_ticket
+        has = tk >= 0
+        tk, fl = tk[has], fl[has]
+        o = np.argsort(tk, kind="stable")
+        tk, fl = tk[o], fl[o]
+        same = (tk[1:] == tk[:-1]) & (v6[fl[1:]] != v6[fl[:-1]])
+        a, b = fl[:-1][same], fl[1:][same]
+        k4 = np.concatenate((k4, np.where(v6[a], key[b], key[a])))
+        k6 = np.concatenate((k6, np.where(v6[a], key[a], key[b])))
+        if k4.size == 0:
+            return key
+        pairs, cnt = group_counts(k4 * n_k + k6)
+        p4, p6 = pairs // n_k, pairs % n_k
+        best6 = np.full(n_k, -1)
+        best6_cnt = np.zeros(n_k, dtype=np.int64)
+        best4 = np.full(n_k, -1)
+        best4_cnt = np.zeros(n_k, dtype=np.int64)
+        for src, dst, best, bcnt in ((p4, p6, best6, best6_cnt), (p6, p4, best4, best4_cnt)):
+            o = np.lexsort((-cnt, src))  # per src, highest count first
+            first = np.r_[True, src[o][1:] != src[o][:-1]]
+            best[src[o][first]] = dst[o][first]
+            bcnt[src[o][first]] = cnt[o][first]
+        mutual = (best6[p4] == p6) & (best4[p6] == p4) & (cnt >= min_count)
+        if not mutual.any():
+            return key
+        return _merge(n_k, key, p4[mutual], p6[mutual])
+
+    link.__name__ = f"v4v6_pairing_{window:g}"
+    return link
+
+
 def union(*linkers: Linker) -> Linker:
     """Connected components of the union of the given linkers' clusterings."""
 
@@ -215,7 +381,12 @@ def default_linkers(
     out[f"addr-burst-{burst_gap:g}s"] = address_burst(burst_gap)
     out[f"time-burst-{time_window * 1000:g}ms"] = time_burst(time_window)
     out["resumption"] = resumption
+    out["alias-epoch"] = alias_epoch()
+    out["epoch-continuity-2s"] = epoch_continuity(2.0)
+    out["rare-dest-2"] = rare_destination(2)
+    out["v4v6-pair"] = v4v6_pairing(60.0)
     out["addr+resumption"] = union(same_address, resumption)
+    out["v4v6-pair+resumption"] = union(v4v6_pairing(60.0), resumption)
     out["v6/64+resumption"] = union(same_prefix(64), resumption)
     singles = [lk for name, lk in out.items() if "+" not in name]
     out["union-all"] = union(*singles)
