@@ -321,7 +321,7 @@ def _apply_to_own_addresses(trace: Trace, policy: str, p: SimParams) -> FlowTabl
     addr = trace.own_addr.astype(np.int64).copy()
     port = rng.integers(*_EPHEMERAL, n)
     prefix = {b: c.astype(np.int64).copy() for b, c in trace.own_prefix.items()}
-    if policy in ("route", "nptv6", "ipv6-temp"):
+    if policy in ("route", "nptv6", "ipv6-temp"):  # the testbed runs nptv6 with v4 = route
         pass
     elif policy == "cgn":
         if p.cgn_block is None:

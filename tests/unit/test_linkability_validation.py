@@ -1,0 +1,105 @@
+"""Validation that can fail: negative controls, and the model follows the relay's rules.
+
+Negative controls: a ``cfr-flow`` model against a ``cfr-epoch`` trace (and the reverse) and
+a port-block CGN against the relay's CGN without blocks must FAIL the comparison; the same
+policy under another seed must pass. The model's IPv6 alias rotation and CGN mapping are
+checked against what ``relay/policies.py`` generates for the same policy.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.linkability.simulator import SimParams, Trace, apply_policy, generate_trace
+from benchmarks.linkability.validation import compare
+from relay import config
+from relay.policies import alias_v4_rules, alias_v6_rules, plan
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+BASE = Path(__file__).resolve().parent / "golden" / "relay" / "base.toml"
+KEY = bytes(range(32))
+P = SimParams(
+    subscribers=300, duration_s=3600, pool=16, epoch_s=300, seed=2, v6_fraction=0.7, sites=200
+)
+Q = replace(P, seed=9)  # "the emulation": same policy semantics, another random draw
+
+
+@pytest.fixture(scope="module")
+def traces() -> tuple[Trace, Trace]:
+    return generate_trace(P), generate_trace(Q)
+
+
+def _failed(rows: list[dict]) -> set[str]:
+    return {r["statistic"] for r in rows if not r["passed"]}
+
+
+@pytest.mark.parametrize("policy", ["cfr-flow", "cfr-epoch", "cgn", "route"])
+def test_same_policy_passes(traces, policy: str) -> None:
+    emu, mod = traces
+    rows = compare(apply_policy(emu, policy, Q), apply_policy(mod, policy, P), P.epoch_s)
+    assert rows and not _failed(rows), rows
+
+
+@pytest.mark.parametrize(
+    ("relay_ran", "model_says"), [("cfr-epoch", "cfr-flow"), ("cfr-flow", "cfr-epoch")]
+)
+def test_cfr_policies_swapped_fail(traces, relay_ran: str, model_says: str) -> None:
+    emu, mod = traces
+    rows = compare(apply_policy(emu, relay_ran, Q), apply_policy(mod, model_says, P), P.epoch_s)
+    assert {"alias_consistency", "households_per_cell"} <= _failed(rows)
+
+
+def test_cgn_with_and_without_port_blocks_fail(traces) -> None:
+    emu, mod = traces
+    relay_like = apply_policy(emu, "cgn", Q)  # the relay: no port blocks
+    blocks = apply_policy(mod, "cgn", replace(P, cgn_block=1024))
+    assert "port_block_share" in _failed(compare(relay_like, blocks, P.epoch_s))
+    assert "port_block_share" in _failed(compare(blocks, relay_like, P.epoch_s))
+
+
+def _cfg(policy: str) -> config.Config:
+    data = tomllib.loads(BASE.read_text())
+    data["relay"]["policy"] = policy
+    return config.from_dict(data, source="example")
+
+
+def test_model_cgn_matches_the_relay(traces) -> None:
+    cfg = _cfg("cgn")
+    p = plan(cfg, KEY, 7)
+    assert alias_v6_rules(cfg, p) == []  # IPv6 routed under cgn
+    snat = alias_v4_rules(cfg, p)[0][1]["snat"]
+    assert "jhash" in snat["addr"]["map"]["key"]  # one address per subscriber by hash
+    assert snat["port"]["range"] == [cfg.port_min, cfg.port_max]  # no per-subscriber blocks
+    assert P.cgn_block is None  # the model's default CGN is the relay's
+    emu, _ = traces
+    ft = apply_policy(emu, "cgn", P)
+    v6 = ft.family == 6
+    assert (ft.addr[v6] == emu.own_addr[v6]).all()
+    hh_addr = {}
+    for h, a in zip(ft.household[~v6], ft.addr[~v6], strict=True):
+        assert hh_addr.setdefault(h, a) == a  # stable per subscriber
+
+
+@pytest.mark.parametrize("policy", ["cfr-flow", "cfr-epoch"])
+def test_model_v6_alias_rotation_matches_the_relay(traces, policy: str) -> None:
+    cfg = _cfg(policy)
+    relay_7, relay_8 = plan(cfg, KEY, 7), plan(cfg, KEY, 8)
+    assert not set(relay_7.v6_pool) & set(relay_8.v6_pool)  # fresh IPv6 aliases per epoch
+    assert relay_7.v4_pool == relay_8.v4_pool  # the IPv4 pool stays
+    emu, _ = traces
+    ft = apply_policy(emu, policy, P)
+    epoch = np.floor(ft.ts / P.epoch_s).astype(np.int64)
+    for fam, fresh in ((6, True), (4, False)):
+        m = ft.family == fam
+        sets = [set(ft.addr[m & (epoch == e)].tolist()) for e in np.unique(epoch[m])]
+        overlaps = [bool(a & b) for a, b in zip(sets, sets[1:], strict=False)]
+        assert not any(overlaps) if fresh else all(overlaps), (fam, overlaps)
