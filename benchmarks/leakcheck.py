@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.environment import CLIENT, BenchEnv
 from benchmarks.tools import https_request
-from testbed.leaks import CONTROL_CATEGORIES, FlowKey, LeakScanner, flow_key
+from testbed.leaks import CONTROL_CATEGORIES, FlowKey, LeakScanner, flow_key, on_wire
 from testbed.network import Network
 from testbed.node import NetnsNode
 
@@ -107,8 +108,9 @@ def _split_endpoint(text: str) -> tuple[str, int] | None:
     return addr, int(port)
 
 
-def _sockets(node: NetnsNode, keep) -> set[FlowKey]:
-    """TCP/UDP sockets of `node`, in any state, whose (local, peer) `keep` accepts."""
+def _sockets(node: NetnsNode, keep: Callable[[str, str], bool]) -> set[FlowKey]:
+    """TCP/UDP sockets of `node`, in any state, whose (local, peer) `keep` accepts (both
+    as packets carry them: a dual-stack socket's ::ffff:a.b.c.d is a.b.c.d)."""
     flows: set[FlowKey] = set()
     for proto in ("tcp", "udp"):
         out = node.run(["ss", "-H", "-n", "-a", f"--{proto}"], check=False).stdout
@@ -117,7 +119,7 @@ def _sockets(node: NetnsNode, keep) -> set[FlowKey]:
             if len(cols) < 5:
                 continue
             local, peer = _split_endpoint(cols[3]), _split_endpoint(cols[4])
-            if local and peer and keep(local[0], peer[0]):
+            if local and peer and keep(on_wire(local[0]), on_wire(peer[0])):
                 flows.add(flow_key(proto, *local, *peer))
     return flows
 

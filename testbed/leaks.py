@@ -65,7 +65,7 @@ class LeakHit:
 FlowKey = tuple[str, tuple[str, int], tuple[str, int]]
 
 
-def _on_wire(address: str) -> str:
+def on_wire(address: str) -> str:
     """The address as packets carry it: a dual-stack socket lists an IPv4 peer as
     ::ffff:a.b.c.d, but its packets are IPv4."""
     ip = ipaddress.ip_address(address)
@@ -74,7 +74,7 @@ def _on_wire(address: str) -> str:
 
 
 def flow_key(proto: str, a: str, a_port: int, b: str, b_port: int) -> FlowKey:
-    ends = sorted([(_on_wire(a), int(a_port)), (_on_wire(b), int(b_port))])
+    ends = sorted([(on_wire(a), int(a_port)), (on_wire(b), int(b_port))])
     return (proto, ends[0], ends[1])
 
 
