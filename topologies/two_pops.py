@@ -76,23 +76,27 @@ def describe(scenario: Scenario) -> tuple[NetworkGraph, Roles]:
     return g, roles
 
 
-def steer_rules(graph: NetworkGraph, roles: Roles, cfr_host: str,
-                table: int = STEER_TABLE) -> list[tuple[str, list[str]]]:
-    """`ip` commands, per node, that send subscriber traffic arriving at the transit router
-    from the relay through `cfr_host` (and, since traffic coming back from `cfr_host` enters
-    on another interface, on to its destination without looping). Pair with `ip -batch`."""
+def steer_rules(graph: NetworkGraph, roles: Roles, cfr_host: str, table: int = STEER_TABLE,
+                action: str = "add") -> list[tuple[str, list[str]]]:
+    """`ip` commands (node, argv) that send subscriber traffic arriving at the transit
+    router from the relay through `cfr_host`; traffic coming back from `cfr_host` enters on
+    another interface, so it goes on to its destination without looping. `action="del"`
+    undoes them."""
     plan = graph.plan
     transit = roles.transit
     from_edge = intf_name(transit, roles.relay)
     link = next(lk for lk in graph.links if {lk.a, lk.b} == {transit, cfr_host})
-    gw4 = link.addrs.b4 if link.b == cfr_host else link.addrs.a4
-    gw6 = link.addrs.b6 if link.b == cfr_host else link.addrs.a6
-    cmds = [f"route add default via {gw4} table {table}",
-            f"-6 route add default via {gw6} table {table}"]
-    for net in (plan.nets["subscribers_v4"], plan.nets["subscribers_v6"]):
-        fam = "-6 " if net.version == 6 else ""
-        cmds.append(f"{fam}rule add iif {from_edge} from {net} lookup {table} priority 100")
-    return [(transit, cmds)]
+    cmds = []
+    for family, gw, subs in ((4, link.addrs.b4 if link.b == cfr_host else link.addrs.a4,
+                              plan.nets["subscribers_v4"]),
+                             (6, link.addrs.b6 if link.b == cfr_host else link.addrs.a6,
+                              plan.nets["subscribers_v6"])):
+        default = "0.0.0.0/0" if family == 4 else "::/0"
+        cmds.append((transit, ["ip", f"-{family}", "route", action, default, "via", str(gw),
+                               "table", str(table)]))
+        cmds.append((transit, ["ip", f"-{family}", "rule", action, "iif", from_edge, "from",
+                               str(subs), "lookup", str(table), "priority", "100"]))
+    return cmds
 
 
 class TwoPopsTopo(GraphTopo):
