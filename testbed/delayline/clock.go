@@ -41,7 +41,14 @@ func arrivalTime(clock time.Time, oob []byte) int64 {
 		return now
 	}
 	stamp := (*syscall.Timespec)(unsafe.Pointer(&oob[hdrLen]))
-	age := clock.UnixNano() - stamp.Nano()
+	return arrivalFromStamp(clock, stamp.Nano())
+}
+
+// arrivalFromStamp converts a wall-clock receive stamp (ns since the epoch) to monoNow's
+// timeline as arrivalTime does; an absurd stamp counts as arriving at clock.
+func arrivalFromStamp(clock time.Time, stampNs int64) int64 {
+	now := int64(clock.Sub(clockBase))
+	age := clock.UnixNano() - stampNs
 	if age < 0 || age > int64(time.Second) {
 		return now
 	}

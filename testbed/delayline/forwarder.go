@@ -34,6 +34,7 @@ type Config struct {
 	RTPriority int   // SCHED_FIFO priority in precise mode (see mode.go); 0: never
 	RcvBuf     int   // socket receive buffer, bytes (forced with SO_RCVBUFFORCE as root)
 	SndBuf     int
+	NoRing     bool                             // receive with recvmmsg instead of a PACKET_RX_RING (ring.go)
 	Warn       func(format string, args ...any) // one-off warnings (oversize frames); may be nil
 }
 
@@ -42,6 +43,8 @@ type packetSocket struct {
 	fd      int
 	ifindex int
 	mtu     int
+	ring    *rxRing // nil: receive with recvmmsg
+	ringErr error   // why there is no ring, if one was asked for
 }
 
 type packet struct {
@@ -87,7 +90,7 @@ type Forwarder struct {
 
 // openPacketSocket opens an AF_PACKET/ETH_P_ALL socket bound to ifname, in promiscuous mode
 // (frames are addressed to the far node's MAC, not ours), ignoring our own transmissions.
-func openPacketSocket(flagName, ifname string, rcvbuf, sndbuf int) (*packetSocket, error) {
+func openPacketSocket(flagName, ifname string, rcvbuf, sndbuf int, useRing bool) (*packetSocket, error) {
 	iface, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return nil, &ParamError{flagName, ifname, "an existing interface in this network namespace"}
@@ -121,6 +124,10 @@ func openPacketSocket(flagName, ifname string, rcvbuf, sndbuf int) (*packetSocke
 	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1); err != nil {
 		return nil, fmt.Errorf("SO_TIMESTAMPNS on %s: %w", ifname, err)
 	}
+	ps := &packetSocket{name: ifname, fd: fd, ifindex: iface.Index, mtu: iface.MTU}
+	if useRing {
+		ps.ring, ps.ringErr = setupRxRing(fd, iface.MTU)
+	}
 	sll := &syscall.SockaddrLinklayer{Protocol: proto, Ifindex: iface.Index}
 	if err := syscall.Bind(fd, sll); err != nil {
 		return nil, fmt.Errorf("bind AF_PACKET socket to %s: %w", ifname, err)
@@ -131,7 +138,7 @@ func openPacketSocket(flagName, ifname string, rcvbuf, sndbuf int) (*packetSocke
 		return nil, fmt.Errorf("promiscuous mode on %s: %w", ifname, errno)
 	}
 	ok = true
-	return &packetSocket{name: ifname, fd: fd, ifindex: iface.Index, mtu: iface.MTU}, nil
+	return ps, nil
 }
 
 type packetMreq struct {
@@ -166,14 +173,19 @@ func NewForwarder(cfg Config) (*Forwarder, error) {
 	if cfg.SndBuf <= 0 {
 		cfg.SndBuf = 4 << 20
 	}
-	a, err := openPacketSocket("--if-a", cfg.IfA, cfg.RcvBuf, cfg.SndBuf)
+	a, err := openPacketSocket("--if-a", cfg.IfA, cfg.RcvBuf, cfg.SndBuf, !cfg.NoRing)
 	if err != nil {
 		return nil, err
 	}
-	b, err := openPacketSocket("--if-b", cfg.IfB, cfg.RcvBuf, cfg.SndBuf)
+	b, err := openPacketSocket("--if-b", cfg.IfB, cfg.RcvBuf, cfg.SndBuf, !cfg.NoRing)
 	if err != nil {
 		syscall.Close(a.fd)
 		return nil, err
+	}
+	for _, s := range []*packetSocket{a, b} {
+		if s.ringErr != nil && cfg.Warn != nil {
+			cfg.Warn("%s: no receive ring, using recvmmsg: %v", s.name, s.ringErr)
+		}
 	}
 	f := &Forwarder{cfg: cfg, a: a, b: b, fatal: make(chan error, 2)}
 	mk := func(name string, in, out *packetSocket, spec Spec) *direction {
@@ -279,7 +291,9 @@ func (d *direction) run() {
 		if n == 0 && errno == 0 && wakeAt != 0 {
 			d.wake.observe(monoNow() - wakeAt)
 		}
-		if n > 0 && pfd.revents != 0 {
+		if n > 0 && pfd.revents != 0 && d.in.ring != nil {
+			d.receiveRing(recvBatch)
+		} else if n > 0 && pfd.revents != 0 {
 			for got := 0; got < recvBatch; {
 				k, errno := d.rx.recv(d.in.fd)
 				if errno == syscall.EINTR {
@@ -345,9 +359,61 @@ func (d *direction) receiveBatch(k int, clock time.Time) {
 }
 
 // receive handles the frame of n bytes (its real length, even if it was cut to the
-// buffer) in receive slot i: counts it, schedules it and, if it is to be delivered, moves
-// the slot's buffer into the FIFO.
+// buffer) in receive slot i: if it is to be delivered, the slot's buffer moves into the
+// FIFO (no copy) and the slot gets a fresh one.
 func (d *direction) receive(i, n int, readAt, arrival int64) {
+	departure, ok := d.admit(n, len(d.rx.bufs[i]), readAt, arrival)
+	if !ok {
+		return
+	}
+	d.fifo.push(packet{data: d.rx.bufs[i][:n], departure: departure})
+	d.inFlight.Store(int64(d.fifo.len()))
+	d.rx.setBuf(i, d.buffer())
+}
+
+// receiveRing takes up to limit frames from the receive ring, copying each one to be
+// delivered into a pooled buffer, and hands every slot back to the kernel.
+func (d *direction) receiveRing(limit int) {
+	r := d.in.ring
+	clock := time.Now()
+	for got := 0; got < limit; got++ {
+		h := r.next()
+		if h == nil {
+			return
+		}
+		if r.pktType(h) != syscall.PACKET_OUTGOING { // never loop our own transmissions
+			stamp := int64(h.sec)*1e9 + int64(h.nsec)
+			if stamp > clock.UnixNano() {
+				clock = time.Now() // it arrived after our clock reading: read again
+			}
+			readAt := int64(clock.Sub(clockBase))
+			data := r.frame(h)
+			departure, ok := d.admit(int(h.len), len(data), readAt, arrivalFromStamp(clock, stamp))
+			if ok {
+				buf := d.buffer()[:len(data)]
+				copy(buf, data)
+				d.fifo.push(packet{data: buf, departure: departure})
+				d.inFlight.Store(int64(d.fifo.len()))
+			}
+		}
+		r.release(h)
+	}
+}
+
+// buffer returns a frame buffer of bufSize bytes from the pool (steady state allocates
+// nothing).
+func (d *direction) buffer() []byte {
+	if k := len(d.free); k > 0 {
+		buf := d.free[k-1]
+		d.free = d.free[:k-1]
+		return buf
+	}
+	return make([]byte, d.bufSize)
+}
+
+// admit counts a received frame of n bytes, of which the receive path holds have, and
+// decides its fate: the departure time, or ok == false when it is dropped (counted here).
+func (d *direction) admit(n, have int, readAt, arrival int64) (departure int64, ok bool) {
 	d.stats.rxWait.record(readAt - arrival)
 	d.stats.RxPackets.Add(1)
 	d.stats.RxBytes.Add(uint64(n))
@@ -358,10 +424,10 @@ func (d *direction) receive(i, n int, readAt, arrival int64) {
 			d.warn("%s: received a %d-byte frame on %s (MTU %d): offloads are on; run "+
 				"'ethtool -K IF tx off tso off gso off gro off' on both veth pairs", d.name, n, d.in.name, d.in.mtu)
 		}
-		if n > len(d.rx.bufs[i]) {
-			d.stats.TxErrors.Add(1) // truncated: cannot be forwarded whole
-			return
-		}
+	}
+	if n > have || n > d.bufSize {
+		d.stats.TxErrors.Add(1) // truncated: cannot be forwarded whole
+		return 0, false
 	}
 	// Overload: the frames already due but not yet sent are this forwarder's own backlog
 	// (egress slower than ingress). Bound it like any queue (overloadLimit) instead of
@@ -369,26 +435,18 @@ func (d *direction) receive(i, n int, readAt, arrival int64) {
 	// can tell that the emulator, not the emulated link, was the bottleneck.
 	if d.fifo.len() >= maxInFlight || d.fifo.countDue(readAt) >= d.limit {
 		d.stats.DroppedOverload.Add(1)
-		return
+		return 0, false
 	}
 	departure, verdict := d.sched.Schedule(arrival, n)
 	switch verdict {
 	case DropLoss:
 		d.stats.DroppedLoss.Add(1)
-		return
+		return 0, false
 	case DropQueue:
 		d.stats.DroppedQueue.Add(1)
-		return
+		return 0, false
 	}
-	d.fifo.push(packet{data: d.rx.bufs[i][:n], departure: departure})
-	d.inFlight.Store(int64(d.fifo.len()))
-	var fresh []byte
-	if k := len(d.free); k > 0 {
-		fresh, d.free = d.free[k-1], d.free[:k-1]
-	} else {
-		fresh = make([]byte, d.bufSize)
-	}
-	d.rx.setBuf(i, fresh)
+	return departure, true
 }
 
 // sendDue writes out, in one sendmmsg, up to sendBatch queued frames whose departure time

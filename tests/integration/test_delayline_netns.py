@@ -93,7 +93,9 @@ def test_loss_100_in_one_direction_blocks_pings(delayline_bin: Path) -> None:
         assert code != 0 and rtts == []
         stats = net.stop()
     a2b, b2a = stats["a2b"], stats["b2a"]
-    assert a2b["rx_packets"] >= 20 and a2b["tx_packets"] == 0
+    # How many frames A sends depends on ARP timing (19 to 31 seen: requests, retries and
+    # queued echoes); at least its 3 ARP probes, and none may get through.
+    assert a2b["rx_packets"] >= 3 and a2b["tx_packets"] == 0
     assert a2b["dropped_loss"] == a2b["rx_packets"]
     assert b2a["dropped_loss"] == 0 and b2a["tx_packets"] == b2a["rx_packets"] > 0
 

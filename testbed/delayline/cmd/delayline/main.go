@@ -3,6 +3,7 @@
 //
 //	delayline run --if-a IFA --if-b IFB --a2b SPEC --b2a SPEC [--seed N]
 //	              [--stats-file F] [--ready-file F] [--spin-us N] [--rt-priority N]
+//	              [--rx-ring=false]
 //	delayline simulate --spec SPEC [--seed N] [--direction a2b|b2a] < "arrival_ns size_bytes" lines
 //
 // SPEC is "delay=10ms,jitter=1ms,loss=0.5,rate=100mbit,limit=1000" (every key optional).
@@ -28,6 +29,7 @@ import (
 const usage = `usage:
   delayline run --if-a IFA --if-b IFB [--a2b SPEC] [--b2a SPEC] [--seed N]
                 [--stats-file F] [--ready-file F] [--spin-us N] [--rt-priority N]
+                [--rx-ring=false]
   delayline simulate --spec SPEC [--seed N] [--direction a2b|b2a]
                      (stdin: "arrival_ns size_bytes" per line; stdout: "arrival_ns departure_ns"
                      or "arrival_ns drop loss|queue")
@@ -115,6 +117,7 @@ func runCmd(args []string) error {
 	// milliseconds at p99, while a busy RT thread would starve ksoftirqd and be throttled.
 	// 10 stays below the kernel threads that use RT priorities (50 and up).
 	rtPrio := fs.Int("rt-priority", 10, "SCHED_FIFO priority 1-99 for the forwarding threads while lightly loaded (0: never)")
+	rxRing := fs.Bool("rx-ring", true, "receive through a PACKET_RX_RING (false: recvmmsg; both are batched)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -151,7 +154,7 @@ func runCmd(args []string) error {
 
 	fwd, err := delayline.NewForwarder(delayline.Config{
 		IfA: *ifA, IfB: *ifB, A2B: specA2B, B2A: specB2A, Seed: seed,
-		SpinNs: int64(*spinUs * 1000), RTPriority: *rtPrio,
+		SpinNs: int64(*spinUs * 1000), RTPriority: *rtPrio, NoRing: !*rxRing,
 		Warn: func(format string, a ...any) {
 			fmt.Fprintf(os.Stderr, "delayline: warning: "+format+"\n", a...)
 		},
