@@ -7,17 +7,25 @@ network is calibrated before its first sample and the run fails, naming the link
 calibration does not pass; the per-network record goes into results.json (provenance and
 the report describe every network that produced numbers).
 
-The pass/fail rule belongs to `testbed.calibration.gate_failures` (one rule for pre-flight
-and benchmarks); until that exists this falls back to the pre-flight's threshold in
-`testbed.mainjob`.
+The pass/fail rule is `testbed.calibration.gate_failures` (one rule for pre-flight and
+benchmarks). Two gates per network: before the first sample (delay error, echo replies,
+emulator drops so far: the run fails at once, naming the link, since measuring on it would
+be wasted), and after the last (`after_measurements`: the delay lines' own drop counters,
+which the measurements themselves may have driven up; recorded in the network's record and
+failing the run's exit status, while the results are still written for diagnosis).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from testbed.calibration import LinkCalibration, calibrate
+from testbed.calibration import (
+    LinkCalibration,
+    calibrate,
+    gate_failures,
+    refresh_emulator_drops,
+)
 from testbed.calibration import summary as calibration_summary
 from testbed.errors import CfrbenchError
 from testbed.network import Network
@@ -30,40 +38,19 @@ class CalibrationGateError(CfrbenchError):
     """A benchmark network's emulated links are off their configured delay."""
 
 
-def _fallback_gate_failures(cal: list[LinkCalibration]) -> list[str]:
-    from testbed.mainjob import CALIBRATION_MAX_MEDIAN_ERROR_MS, _miscalibrated
-
-    out = []
-    for c in _miscalibrated(cal):
-        if not c.samples:
-            out.append(f"{c.link} ({c.link_class}): no echo reply in {c.lost} pings")
-        else:
-            out.append(f"{c.link} ({c.link_class}): median error {c.error_median_ms:.2f} ms "
-                       f"> {CALIBRATION_MAX_MEDIAN_ERROR_MS} ms (configured RTT "
-                       f"{c.configured_rtt_ms:.2f} ms, measured {c.measured_median_ms:.2f} ms)")
-    return out
-
-
-def _gate_failures() -> Callable[[list[LinkCalibration]], list[str]]:
-    try:
-        from testbed.calibration import gate_failures  # type: ignore[attr-defined]
-    except ImportError:
-        return _fallback_gate_failures
-    return gate_failures  # type: ignore[no-any-return]
-
-
-def calibration_gate(net: Network, label: str, info: Mapping[str, Any]) -> dict[str, Any]:
+def calibration_gate(net: Network, label: str, info: Mapping[str, Any]
+                     ) -> tuple[dict[str, Any], list[LinkCalibration]]:
     """Calibrate `net`; measure once more if a link fails (a stall of the shared host can
     push one measurement over), then raise CalibrationGateError naming every failing link.
-    Returns the network's calibration record (info + summary + gate outcome)."""
-    failures_of = _gate_failures()
+    Returns the network's calibration record (info + summary + gate outcome) and the
+    calibration itself (for `after_measurements`)."""
     cal = calibrate(net, count=CALIBRATION_COUNT)
-    failures = failures_of(cal)
+    failures = gate_failures(cal)
     first_attempt = None
     if failures:
         first_attempt = {**calibration_summary(cal), "failures": failures}
         cal = calibrate(net, count=CALIBRATION_COUNT)
-        failures = failures_of(cal)
+        failures = gate_failures(cal)
     record = {**info, **calibration_summary(cal),
               "gate": {"passed": not failures, "failures": failures,
                        "first_attempt": first_attempt}}
@@ -74,4 +61,19 @@ def calibration_gate(net: Network, label: str, info: Mapping[str, Any]) -> dict[
             + ". The link emulation is not delivering the configured delay; see "
             "'cfrbench probe' and the delay line's counters, then run again on a quieter "
             "machine.")
-    return record
+    return record, cal
+
+
+def after_measurements(net: Network, record: dict[str, Any],
+                       cal: list[LinkCalibration]) -> list[str]:
+    """Refresh the delay lines' drop counters after the network's last sample, fold them
+    into `record` (its summary and `gate.after_measurements`) and return the failures (empty
+    when no emulator dropped a frame on its own)."""
+    cal = refresh_emulator_drops(net, cal)
+    failures = gate_failures(cal)
+    record.update(calibration_summary(cal))
+    record["gate"]["after_measurements"] = {"passed": not failures, "failures": failures}
+    if failures:
+        record["gate"]["passed"] = False
+        record["gate"]["failures"] = failures
+    return failures

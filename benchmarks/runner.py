@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from benchmarks.analysis import Blocks, decide
-from benchmarks.calgate import calibration_gate
+from benchmarks.calgate import after_measurements, calibration_gate
 from benchmarks.definitions import BenchmarkDefinition, load_benchmarks
 from benchmarks.environment import BenchEnv
 from benchmarks.leakcheck import ALIASING_POLICIES, run_leak_check
@@ -63,6 +63,8 @@ class RunOutcome:
     leak_checks: list[dict] = field(default_factory=list)
     #: per measurement and sweep point: blocks run, and the block at which each path stopped
     sequential: list[dict] = field(default_factory=list)
+    #: calibration gate failures found after a network's measurements (emulator drops)
+    calibration_failures: list[str] = field(default_factory=list)
 
     @property
     def leaks_passed(self) -> bool:
@@ -124,10 +126,12 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
             with Network(group.scenario, registry) as net:
                 outcome.mechanism = net.mechanism
                 progress.update(task, description=f"{label}: calibrating")
-                outcome.calibrations.append(calibration_gate(
-                    net, f"{label} ({_describe(group)})",
+                where = f"{label} ({_describe(group)})"
+                record, cal = calibration_gate(
+                    net, where,
                     {"network": index, "benchmarks": sorted({s.benchmark for s in group.steps}),
-                     "sweep": group.steps[0].sweep, "scenario": group.scenario.to_dict()}))
+                     "sweep": group.steps[0].sweep, "scenario": group.scenario.to_dict()})
+                outcome.calibrations.append(record)
                 paths = sorted({i.path for s in group.steps for i in s.schedule})
                 env = BenchEnv(net, registry.make_tmpdir("bench"),
                                ech_mode=group.scenario.ech_mode,
@@ -142,6 +146,8 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
                         progress.update(task, description=f"{label}: leak check")
                         outcome.leak_checks.append(
                             run_leak_check(env, aliasing, run_dir / "raw", tag=f"net{index}"))
+                    failures = after_measurements(net, record, cal)
+                    outcome.calibration_failures += [f"{where}: {f}" for f in failures]
                 finally:
                     outcome.switch_seconds.extend(env.switch_seconds)
                     env.stop()
@@ -239,6 +245,8 @@ def _run_step(env: BenchEnv, step: PlanStep, writer: RecordWriter, progress: Pro
         if block[0].warmup:
             continue
         blocks_run = block[0].rep + 1
+        if blocks_run >= step.measurement.repetitions:
+            break  # budget spent: the analysis takes the last look
         stopped = state.look(blocks_run)
         if stopped and in_log:
             progress.console.print(f"        after {blocks_run} blocks: decided, stop "
@@ -260,6 +268,7 @@ def outcome_dict(outcome: RunOutcome) -> dict[str, Any]:
     return {"samples": outcome.samples, "failed_samples": outcome.failed_samples,
             "calibrations": outcome.calibrations, "mechanism": outcome.mechanism,
             "sequential": outcome.sequential,
+            "calibration_failures": outcome.calibration_failures,
             "benchmarks": [d.name for d in outcome.definitions],
             "policy_switches": len(switches),
             "policy_switch_median_ms": 1000 * switches[len(switches) // 2] if switches else None}

@@ -164,8 +164,11 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
                       f"seen, control under route found {leaks['control_hits']}: {verdict}")
     if resilience_section is not None:
         _print_resilience(console, resilience_section)
+    for failure in outcome.calibration_failures:
+        console.print(f"[red]calibration gate after the measurements: {failure}[/]")
     ok = outcome.failed_samples == 0 and (not leaks or leaks["passed"]) and (
-        resilience_section is None or resilience_section.get("passed", False))
+        resilience_section is None or resilience_section.get("passed", False)) and (
+        not outcome.calibration_failures)
     return 0 if ok else 1
 
 

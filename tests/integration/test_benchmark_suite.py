@@ -112,3 +112,37 @@ def test_proxy_penalty_tracks_the_detour_and_the_cfr_stays_flat(results: dict) -
     assert proxy20 - proxy0 > 40.0, (proxy0, proxy20)
     assert chain20 > proxy20, (proxy20, chain20)
     assert abs(cfr20 - cfr0) < 5.0 and abs(cfr20) < 5.0, (cfr0, cfr20)
+
+
+def test_every_measured_network_was_calibration_gated(results: dict) -> None:
+    """Pre-flight plus one record per benchmark network (the latency sweep alone brings up
+    two), each with its links' errors and a passed gate; the worst link over all of them is
+    the provenance's headline calibration."""
+    networks = results["provenance"]["link_emulation"]["networks"]
+    assert networks[0]["network"] == "pre-flight"
+    measured = networks[1:]
+    sweeps = {n["sweep"].get("delay_ms") for n in measured if "latency" in n["benchmarks"]}
+    assert sweeps == {0.0, 20.0}
+    for n in measured:
+        assert n["gate"]["passed"] is True and n["gate"]["failures"] == []
+        assert any(link["samples"] for link in n["links"]), n["network"]
+    worst = max(n["worst_error_median_ms"] for n in networks
+                if n["worst_error_median_ms"] is not None)
+    assert results["provenance"]["link_emulation"]["calibration"]["error_median_ms"] == worst
+
+
+def test_verdicts_are_sequential_and_honest(results: dict) -> None:
+    """Every comparison carries its sequential plan and stopping point; the words are the
+    decisive ones or say why not; page load's 3 tiny blocks are too few for any interval."""
+    words = {"equivalent", "slower", "faster", "worse", "better", "undecided",
+             "insufficient data", "report only"}
+    for c in results["comparisons"]:
+        assert c["verdict"] in words, c["verdict"]
+        seq = c["test"]["sequential"]
+        assert seq["blocks"] in seq["looks"] and seq["n"] <= seq["blocks"]
+        if c["verdict"] == "undecided":
+            assert c["samples_needed"] > seq["n"]
+        if c["measurement"] == "page_load":
+            assert c["verdict"] == "insufficient data" and c["test"]["ci"]["low"] is None
+    steps = results["parameters"]["runner"]["sequential"]
+    assert {(s["benchmark"], s["measurement"]) for s in steps} >= {("latency", "connection")}
