@@ -91,7 +91,7 @@ STACK_PROFILES: dict[str, StackProfile] = {
     p.name: p
     for p in (
         StackProfile("linux"),
-        StackProfile("windows-like", ttl=128, hop_limit=128, tcp_timestamps=0, initrwnd=44),
+        StackProfile("windows-like", ttl=128, hop_limit=128, tcp_timestamps=0),
         StackProfile("macos-like", tcp_timestamps=2, initrwnd=22),
         StackProfile("embedded-like", ttl=255, hop_limit=255, tcp_sack=0,
                      tcp_window_scaling=0, initrwnd=4),
@@ -101,28 +101,31 @@ STACK_PROFILES: dict[str, StackProfile] = {
 
 @dataclass(frozen=True)
 class DeviceClass:
-    """A kind of device: its stack (namespace sysctls) and its TLS client, as an ``echd load
-    --profiles`` entry without the namespace (``tls``: alpn, curves, no_tickets, ...)."""
+    """A kind of device: its stack (namespace sysctls) and its client, as an ``echd load
+    --profiles`` entry without the namespace (``client``: alpn, curves, no_tickets, and the
+    per-socket knobs such as rcvbuf; see ech/internal/loadgen/profile.go)."""
 
     name: str
     stack: StackProfile
-    tls: dict = field(default_factory=dict)
+    client: dict = field(default_factory=dict)
 
     def echd_profile(self, netns_path: str | None) -> dict:
-        out = dict(self.tls)
+        out = dict(self.client)
         if netns_path:
             out["netns"] = netns_path
         return out
 
 
 # Under ECH, crypto/tls offers TLS 1.3 only, so classes differ in ALPN, key-exchange groups
-# and whether they ask for tickets (see ech/internal/loadgen/profile.go for what Go allows).
+# and whether they ask for tickets (see ech/internal/loadgen/profile.go for what Go allows);
+# the SYN window differs through the route's initrwnd (smaller) or SO_RCVBUF (larger).
 DEVICE_CLASSES: dict[str, DeviceClass] = {
     c.name: c
     for c in (
         DeviceClass("linux", STACK_PROFILES["linux"], {"alpn": ["h2", "http/1.1"]}),
         DeviceClass("windows-like", STACK_PROFILES["windows-like"],
-                    {"alpn": ["h2", "http/1.1"], "curves": ["X25519", "P256", "P384"]}),
+                    {"alpn": ["h2", "http/1.1"], "curves": ["X25519", "P256", "P384"],
+                     "rcvbuf": 262144}),
         DeviceClass("macos-like", STACK_PROFILES["macos-like"],
                     {"alpn": ["h2", "http/1.1"], "curves": ["X25519MLKEM768", "X25519", "P256"]}),
         DeviceClass("embedded-like", STACK_PROFILES["embedded-like"],
@@ -337,7 +340,7 @@ def _configure_one(dn: DeviceNamespaces, k: int, d: DeviceSpec) -> None:
     sysctls["net/ipv6/conf/all/accept_dad"] = "0"
     sysctls["net/ipv6/conf/eth0/accept_dad"] = "0"
     _write_sysctls(sysctls)
-    metrics = {"attrs": [["RTAX_INITRWND", d.stack.initrwnd]]} if d.stack.initrwnd else None
+    kw = {"metrics": {"initrwnd": d.stack.initrwnd}} if d.stack.initrwnd else {}
     with IPRoute() as ipr:
         lo_idx = ipr.link_lookup(ifname="lo")[0]
         eth = ipr.link_lookup(ifname="eth0")[0]
@@ -354,11 +357,9 @@ def _configure_one(dn: DeviceNamespaces, k: int, d: DeviceSpec) -> None:
         src4 = next((a for a in d.addrs if not _is6(a)), None)
         src6 = next((a for a in d.addrs if _is6(a)), None)
         if src4:
-            kw = {"metrics": metrics} if metrics else {}
             ipr.route("add", dst="0.0.0.0/0", gateway=gw4, oif=eth, flags=0x04, prefsrc=src4,
                       **kw)  # RTNH_F_ONLINK
         if src6:
-            kw = {"metrics": metrics} if metrics else {}
             ipr.route("add", dst="::/0", gateway=gw6, oif=eth, family=10, **kw)
 
 
