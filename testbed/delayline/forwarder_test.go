@@ -99,3 +99,73 @@ func TestModeSwitchesWithHysteresis(t *testing.T) {
 		t.Errorf("reported throughput time %v ms, want 80", r.ThroughputMs)
 	}
 }
+
+func TestOverloadLimitCoversStallsAtTheRate(t *testing.T) {
+	for _, c := range []struct {
+		spec Spec
+		want int
+	}{
+		{Spec{Limit: 1000}, 1000},                     // no rate: the emulator is the bottleneck
+		{Spec{Limit: 1000, RateBps: 100e6}, 1000},     // 100 ms at 100 Mbit/s is 833 frames
+		{Spec{Limit: 1000, RateBps: 1e9}, 8333},       // 100 ms at 1 Gbit/s
+		{Spec{Limit: 20000, RateBps: 1e9}, 20000},     // a deeper configured queue wins
+		{Spec{Limit: 1, RateBps: 100e9}, maxInFlight}, // never beyond what the FIFO may hold
+	} {
+		if got := overloadLimit(c.spec); got != c.want {
+			t.Errorf("overloadLimit(%+v) = %d, want %d", c.spec, got, c.want)
+		}
+	}
+}
+
+func TestRingFrameSizeHoldsAWholeFrame(t *testing.T) {
+	for _, c := range []struct{ mtu, want int }{{1500, 2048}, {2000, 4096}, {9000, 16384}} {
+		got := ringFrameSize(c.mtu)
+		if got != c.want || got < ringDataOffset+c.mtu+ethHeaderLen {
+			t.Errorf("ringFrameSize(%d) = %d, want %d", c.mtu, got, c.want)
+		}
+	}
+}
+
+// TestTxBatchSkipsOnlyTheFrameTheKernelRefuses sends a batch over a datagram socket pair in
+// which one frame is larger than the socket accepts: sendmmsg stops there; the batch must
+// report that frame's error once, deliver every other frame in order, and not stall.
+func TestTxBatchSkipsOnlyTheFrameTheKernelRefuses(t *testing.T) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fds[0])
+	defer syscall.Close(fds[1])
+	if err := syscall.SetsockoptInt(fds[0], syscall.SOL_SOCKET, syscall.SO_SNDBUF, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	frames := [][]byte{{1}, {2, 2}, make([]byte, 4<<20), {4, 4, 4, 4}, {5}}
+	var results []syscall.Errno
+	newTxBatch(len(frames)).send(fds[0], frames, func(i int, errno syscall.Errno) {
+		if i != len(results) {
+			t.Fatalf("done(%d) out of order after %d calls", i, len(results))
+		}
+		results = append(results, errno)
+	})
+	if len(results) != 5 || results[2] == 0 {
+		t.Fatalf("results %v: want an error for frame 2 only", results)
+	}
+	for i, e := range results {
+		if i != 2 && e != 0 {
+			t.Errorf("frame %d: %v", i, e)
+		}
+	}
+	rx := newRxBatch(8, 2048)
+	n, errno := rx.recv(fds[1])
+	if errno != 0 || n != 4 {
+		t.Fatalf("received %d frames (%v), want 4", n, errno)
+	}
+	for i, want := range []int{1, 2, 4, 1} {
+		if got := int(rx.hdrs[i].len); got != want || rx.bufs[i][0] != frames[[]int{0, 1, 3, 4}[i]][0] {
+			t.Errorf("slot %d: %d bytes starting %d, want %d", i, got, rx.bufs[i][0], want)
+		}
+	}
+	if _, errno := rx.recv(fds[1]); errno != syscall.EAGAIN {
+		t.Errorf("drained socket: %v, want EAGAIN", errno)
+	}
+}
