@@ -213,3 +213,18 @@ def test_bad_topology_files_exit_2_naming_the_parameter(tmp_path, content, spec,
     for record in state.glob("*.json"):  # nothing was created (an empty record at most)
         data = json.loads(record.read_text())
         assert data["netns"] == data["processes"] == data["tmpdirs"] == [], data
+
+
+def test_two_pops_runs_under_mininet_mn_custom():
+    """The file works with Mininet's own `mn --custom` too (its pingall: 0% dropped)."""
+    require_root()
+    from testbed.paths import REPO_ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "/usr/bin/mn", "--custom", "topologies/two_pops.py",
+         "--topo", "two_pops,population=2,subscribers=1", "--controller", "none",
+         "--test", "pingall"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-2000:]
+    assert "Results: 0% dropped" in output, output[-2000:]
