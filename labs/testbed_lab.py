@@ -22,11 +22,17 @@ from testbed.lifecycle import RunRegistry, run_registry
 from testbed.network import Network
 from testbed.scenario import Scenario, with_link_override
 from testbed.smoke import iperf_mbit
+from topologies import load_topology
+
+
+def _network(scenario: Scenario, registry: RunRegistry) -> Network:
+    """A started network of the scenario's topology (resolved here, above the testbed)."""
+    return Network(scenario, registry, topology=load_topology(scenario.topology)).start()
 
 
 def time_up_down(scenario: Scenario, registry: RunRegistry) -> tuple[float, float]:
     t0 = time.monotonic()
-    net = Network(scenario, registry).start()
+    net = _network(scenario, registry)
     up = time.monotonic() - t0
     t1 = time.monotonic()
     net.stop()
@@ -63,7 +69,7 @@ def measure(registry: RunRegistry, repeat: int, scale: int) -> list[tuple[str, s
     # 10 ms one-way on the WAN link only: the delay line's error and its throughput.
     scenario = replace(Scenario(), population=0, subscribers=1)
     scenario = with_link_override(scenario, "access", delay_ms=0.0)
-    net = Network(scenario, registry).start()
+    net = _network(scenario, registry)
     try:
         cal = {c.link_class: c for c in calibrate(net, count=1000, interval_s=0.005)}
         wan = cal["wan"]
@@ -75,7 +81,7 @@ def measure(registry: RunRegistry, repeat: int, scale: int) -> list[tuple[str, s
     finally:
         net.stop()
     scenario = with_link_override(scenario, "wan", delay_ms=0.0)
-    net = Network(scenario, registry).start()
+    net = _network(scenario, registry)
     try:
         rows.append(("delay lines in path with no delay configured",
                      str(len(net.delay_nodes()) - len([lk for lk in net.graph.links
