@@ -60,6 +60,8 @@ __all__ = [
 ]
 
 EQUIVALENT = "equivalent"
+#: verdict words of a comparison that did not decide (old files say "not equivalent")
+_UNDECIDED_VERDICTS = ("undecided", "not equivalent", "insufficient data")
 #: kinds compared by difference when no rule says otherwise (a ratio of near-zero loss
 #: rates, or of two latencies that mostly share fixed link delay, hides what matters)
 _DIFFERENCE_KINDS = ("latency", "loss")
@@ -255,9 +257,21 @@ def _verdict_rows(base: Mapping[str, Any], cur: Mapping[str, Any],
             unit=c.get("unit", ""), sweep=k[3], path=f"{k[5]}/{k[4]}", comparator="",
             old=None, new=None, change=None, ci_low=None, ci_high=None, threshold=None,
             rule="verdict flip", verdict=FLIPPED, gating=tol.fail_on_verdict_flip,
-            note=f"equivalent -> {n.get('verdict')}: fix the cause, or re-record the "
-                 "baseline if the change is intended"))
+            note=_flip_note(n)))
     return rows
+
+
+def _flip_note(n: Mapping[str, Any]) -> str:
+    """What a flip means for the user: a decided difference is a regression to fix (or an
+    intended change: re-record the baseline); an undecided one needs more samples."""
+    verdict = n.get("verdict")
+    if verdict in _UNDECIDED_VERDICTS:
+        need = n.get("samples_needed")
+        more = f" (the analysis estimates ~{need} samples per path)" if need else ""
+        return (f"equivalent -> {verdict}: the current run could not show equivalence"
+                f"{more}; rerun with more repetitions of this measurement, or fix the cause")
+    return (f"equivalent -> {verdict}: fix the cause, or re-record the baseline if the "
+            "change is intended")
 
 
 def _presence_rows(base: Mapping[str, Any], cur: Mapping[str, Any],

@@ -456,6 +456,7 @@ def test_flipped_equivalence_verdict_fails(tmp_path: Path, new_verdict: str) -> 
     assert [(r.path, r.metric, r.gating) for r in flips] == [
         (f"{c['path']}/{c['baseline']}", c["metric"], True)]
     assert f"equivalent -> {new_verdict}" in flips[0].note
+    assert ("more repetitions" in flips[0].note) == (new_verdict != "slower")
     tol = replace(load_tolerances(), fail_on_verdict_flip=False)
     assert compare(base.dir, cur.dir, tol)[1] == 0
 
