@@ -20,14 +20,15 @@ the estimate of the change and h the half-width of its CI on the bad side:
   (too few samples: the interval cannot tell no change from a change of T);
 - otherwise ok with a note: the CI reaches T but e < T/2 and h <= T.
 
-The cut T/2 is `[gate] lean` in ci/tolerances.toml (a fraction of T; 0.5 by default). Judging
-by the midpoint keeps the two errors balanced; a larger lean trades missed changes of about
-T for fewer false alarms (at h = 0.6 T and lean 0.75: 0.7% false alarms, 21% of changes of
-exactly T missed, 0.7% of changes of 1.5 T). An unchanged figure fails with
+Judging by the midpoint keeps the two errors balanced. An unchanged figure fails with
 probability P(N(0,1) > 1.96 max(T - h, T/2) / h): 0.2% at h = 0.4 T, 2.5% at h = T/2, 7.5%
 at h = 0.68 T, 16% at the worst admitted precision h = T. A change of exactly T passes with
 P(N(0,1) > 1.96 min(h, T/2) / h): 2.5% whenever h <= T/2, 16% at h = T. A change of 2 T
 fails with probability above 99.8% at any admitted precision (h <= T).
+
+The cut T/2 is `[gate] lean` in ci/tolerances.toml (a fraction of T, 0.5 by default). A
+larger lean trades missed changes of about T for fewer false alarms: at h = 0.6 T and lean
+0.75, 0.7% false alarms, 21% of changes of exactly T and 0.7% of changes of 1.5 T missed.
 """
 
 from __future__ import annotations
