@@ -390,6 +390,7 @@ func cmdLoad(args []string) error {
 	seed := fs.Uint64("seed", 0, "random seed for site choice and arrivals (default time)")
 	failOnError := fs.Bool("fail-on-error", false, "exit 1 if any connection failed")
 	curves := fs.String("curves", "", "key exchange groups to offer, e.g. X25519 (default: Go's, X25519MLKEM768 first)")
+	keepAlive := fs.Duration("keep-alive", 0, "keep a device's HTTP connection to a site open this long after use and send its next visit there over it (0: a new connection per visit)")
 	profilesFile := fs.String("profiles", "", "JSON {name: device profile} (ttl, hop_limit, mss, rcvbuf, netns, min_tls, cipher_suites, curves, alpn, no_tickets); workload lines pick one with \"profile\"")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -416,7 +417,7 @@ func cmdLoad(args []string) error {
 		DNS:    *dns, RootCAs: pool, Path: *path, Session: *session, PageN: *pageN, Family: *family,
 		Concurrency: *conc, Count: *count, Rate: *rate, Duration: *duration, Poisson: *arrivals == "poisson",
 		MaxInflight: *maxIn, Proxies: proxies, NoECH: *noECH, Port: *port, Timeout: *timeout,
-		DNSCache: *dnsCache, RunID: *runID, Seed: *seed,
+		DNSCache: *dnsCache, RunID: *runID, Seed: *seed, KeepAlive: *keepAlive,
 	}
 	if *arrivals != "uniform" && *arrivals != "poisson" {
 		return usagef("--arrivals must be uniform or poisson")
@@ -496,6 +497,9 @@ func cmdLoad(args []string) error {
 			return usagef("no source address of family %d", *family)
 		}
 		o.Sources = keep
+	}
+	if *keepAlive < 0 {
+		return usagef("--keep-alive must be >= 0")
 	}
 	if *profilesFile != "" {
 		f, err := os.Open(*profilesFile)

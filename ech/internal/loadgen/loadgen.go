@@ -93,6 +93,10 @@ type Options struct {
 	Seed        uint64
 	// Profiles are the device types a workload line can name ("profile": NAME).
 	Profiles map[string]*Profile
+	// KeepAlive > 0: a client identity keeps its HTTP/2 connection to a site open this long
+	// after its last use and sends the next visit to that site over it (a browser's
+	// connection reuse): no new TCP or TLS handshake, no new front-door log line.
+	KeepAlive time.Duration
 }
 
 // Truth is one ground-truth line: one TCP+TLS connection as the client made it.
@@ -123,6 +127,9 @@ type Truth struct {
 	Proxy        *string  `json:"proxy"`
 	Attempt      int      `json:"attempt"`
 	LateMS       float64  `json:"late_ms"`
+	// Reused: this visit went over an open connection of the same client identity
+	// (--keep-alive); connection fields and client_random are that connection's.
+	Reused bool `json:"reused"`
 	// extra: the workload record's own fields (WorkItem.Extra), appended to the line.
 	extra []byte
 }
@@ -201,6 +208,78 @@ type Gen struct {
 	tr     *http.Transport
 	// verified caches successful chain verifications (see verifyOnce).
 	verified sync.Map
+	// live holds idle kept-alive connections by (client identity, site) (--keep-alive).
+	liveMu sync.Mutex
+	live   map[liveKey]*liveConn
+}
+
+type liveKey struct {
+	sub  *subscriber
+	site string
+}
+
+// liveConn is an idle HTTP/2 connection kept for reuse, with the ground-truth fields that
+// describe the connection (copied into each visit that reuses it).
+type liveConn struct {
+	raw   net.Conn
+	cc    *http.ClientConn
+	conn  Truth
+	timer *time.Timer
+}
+
+func (lc *liveConn) close() {
+	_ = lc.cc.Close()
+	_ = lc.raw.Close()
+}
+
+// park keeps a connection for reuse; it is closed after KeepAlive without use.
+func (g *Gen) park(k liveKey, lc *liveConn) {
+	g.liveMu.Lock()
+	defer g.liveMu.Unlock()
+	if old := g.live[k]; old != nil {
+		// one idle connection per (identity, site): a second one is closed, as a browser
+		// closes surplus idle connections
+		if old.timer.Stop() {
+			go old.close()
+		}
+	}
+	g.live[k] = lc
+	lc.timer = time.AfterFunc(g.o.KeepAlive, func() {
+		g.liveMu.Lock()
+		if g.live[k] == lc {
+			delete(g.live, k)
+		}
+		g.liveMu.Unlock()
+		lc.close()
+	})
+}
+
+// take removes and returns the idle connection for k, if one is still usable.
+func (g *Gen) take(k liveKey) *liveConn {
+	g.liveMu.Lock()
+	defer g.liveMu.Unlock()
+	lc := g.live[k]
+	if lc == nil {
+		return nil
+	}
+	delete(g.live, k)
+	if !lc.timer.Stop() || lc.cc.Err() != nil || lc.cc.Available() < 1 {
+		go lc.close()
+		return nil
+	}
+	return lc
+}
+
+// closeLive closes every idle connection (end of run: the front door logs each on close).
+func (g *Gen) closeLive() {
+	g.liveMu.Lock()
+	defer g.liveMu.Unlock()
+	for k, lc := range g.live {
+		if lc.timer.Stop() {
+			lc.close()
+		}
+		delete(g.live, k)
+	}
 }
 
 type dialKey struct{}
@@ -243,7 +322,7 @@ func New(o Options) (*Gen, error) {
 	if o.Seed == 0 {
 		o.Seed = uint64(time.Now().UnixNano())
 	}
-	g := &Gen{o: o, res: newResolver(o.DNS, o.DNSCache), subs: map[string]*subscriber{},
+	g := &Gen{o: o, res: newResolver(o.DNS, o.DNSCache), subs: map[string]*subscriber{}, live: map[liveKey]*liveConn{},
 		out: make(chan *Truth, 4096), wdone: make(chan struct{}), rng: mrand.New(mrand.NewPCG(o.Seed, 0x5eed))}
 	alpn := o.ALPN
 	if len(alpn) == 0 {
@@ -413,6 +492,7 @@ func (g *Gen) Run(ctx context.Context) Summary {
 		g.runClosed(ctx)
 	}
 	elapsed := time.Since(start)
+	g.closeLive()
 	close(g.out)
 	<-g.wdone
 	return summarize(g.recs, elapsed)
@@ -550,6 +630,12 @@ func (k *keyLogRandom) Write(p []byte) (int, error) {
 func (g *Gen) flow(ctx context.Context, spec flowSpec) {
 	flowID := g.newFlowID()
 	late := time.Since(spec.sched)
+	if g.o.KeepAlive > 0 {
+		if lc := g.take(liveKey{spec.sub, spec.site}); lc != nil {
+			g.reuse(ctx, spec, lc, flowID, late)
+			return
+		}
+	}
 	fam := g.family(spec.addr)
 	t0 := time.Now()
 	info, dnsMS, cached, err := g.res.lookup(spec.site, fam)
@@ -584,6 +670,25 @@ func (g *Gen) flow(ctx context.Context, spec flowSpec) {
 	}
 }
 
+// reuse runs one visit over a kept-alive connection and parks it again if it is healthy.
+func (g *Gen) reuse(ctx context.Context, spec flowSpec, lc *liveConn, flowID string, late time.Duration) {
+	t0 := time.Now()
+	t := lc.conn
+	t.TS, t.FlowID, t.Path, t.Attempt, t.Reused = unix(t0), flowID, spec.path, 1, true
+	t.LateMS, t.extra, t.Subscriber, t.Site = float64(late.Microseconds())/1000, spec.extra, spec.sub.id, spec.site
+	ctx, cancel := context.WithTimeout(ctx, g.o.Timeout)
+	defer cancel()
+	err := g.exchange(ctx, lc.cc, spec, &t)
+	t.TotalMS = msp(time.Since(t0))
+	if err != nil {
+		t.Error = frontlog.Str(oneLine(err.Error()))
+		lc.close()
+	} else {
+		g.park(liveKey{spec.sub, spec.site}, lc)
+	}
+	g.emit(&t)
+}
+
 // connect makes one connection; it returns retry configs when the front door rejected ECH
 // and offered them.
 func (g *Gen) connect(ctx context.Context, spec flowSpec, info *siteInfo, ech []byte, fam int, t *Truth, t0 time.Time) []byte {
@@ -609,7 +714,12 @@ func (g *Gen) connect(ctx context.Context, spec flowSpec, info *siteInfo, ech []
 		fail(err)
 		return nil
 	}
-	defer raw.Close()
+	parked := false
+	defer func() {
+		if !parked {
+			raw.Close()
+		}
+	}()
 	t.ConnectMS = msp(time.Since(tc0))
 	la, lp := frontlog.SplitAddr(raw.LocalAddr())
 	t.LocalAddr, t.LocalPort = la, lp
@@ -641,9 +751,21 @@ func (g *Gen) connect(ctx context.Context, spec flowSpec, info *siteInfo, ech []
 	t.TLSMS = msp(time.Since(tls0))
 	cs := conn.ConnectionState()
 	t.ECHAccepted, t.Resumed, t.ALPN = cs.ECHAccepted, cs.DidResume, cs.NegotiatedProtocol
-	if err := g.httpExchange(ctx, conn, spec, t); err != nil {
+	cc, err := g.httpExchange(ctx, conn, spec, t)
+	if err != nil {
 		fail(err)
 		return nil
+	}
+	if cc != nil {
+		if g.o.KeepAlive > 0 && cc.Err() == nil {
+			idt := *t
+			idt.Error, idt.TTFBMS, idt.TotalMS, idt.Requests, idt.Bytes, idt.Status = nil, nil, nil, 0, 0, 0
+			idt.DNSMS, idt.ConnectMS, idt.TLSMS, idt.DNSCached = nil, nil, nil, false
+			g.park(liveKey{spec.sub, spec.site}, &liveConn{raw: raw, cc: cc, conn: idt})
+			parked = true
+		} else {
+			_ = cc.Close()
+		}
 	}
 	t.TotalMS = msp(time.Since(t0))
 	return nil
@@ -718,15 +840,25 @@ func httpConnect(c net.Conn, hop string) error {
 	return nil
 }
 
-func (g *Gen) httpExchange(ctx context.Context, conn *tls.Conn, spec flowSpec, t *Truth) error {
+// httpExchange runs the visit's requests on a new connection. It returns the HTTP client
+// connection (nil on the lean HTTP/1.1 path), which the caller closes or keeps alive.
+func (g *Gen) httpExchange(ctx context.Context, conn *tls.Conn, spec flowSpec, t *Truth) (*http.ClientConn, error) {
 	if t.ALPN != "h2" && !spec.session {
-		return g.h1Single(ctx, conn, spec, t)
+		return nil, g.h1Single(ctx, conn, spec, t)
 	}
 	cc, err := g.tr.NewClientConn(context.WithValue(ctx, dialKey{}, net.Conn(conn)), "https", net.JoinHostPort(spec.site, "443"))
 	if err != nil {
-		return fmt.Errorf("HTTP: %v", err)
+		return nil, fmt.Errorf("HTTP: %v", err)
 	}
-	defer cc.Close()
+	if err := g.exchange(ctx, cc, spec, t); err != nil {
+		_ = cc.Close()
+		return nil, err
+	}
+	return cc, nil
+}
+
+// exchange fetches the visit's page (and sub-resources) over cc.
+func (g *Gen) exchange(ctx context.Context, cc *http.ClientConn, spec flowSpec, t *Truth) error {
 	first := true
 	get := func(path string, wantBody bool) ([]byte, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+spec.site+path, nil)
