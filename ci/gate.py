@@ -341,10 +341,17 @@ def compare(
 # ----------------------------------------------------------------------------- command
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line, like every other cfrbench command's (exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def main_compare(argv: Sequence[str] | None = None, console: Console | None = None) -> int:
     """`cfrbench compare BASELINE CURRENT [--tolerances F] [--gate-on X] [--json F]
     [--markdown F]`."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cfrbench compare",
         description="Compare a run with a baseline run; exit 1 on a regression, an undecided "
                     "gated figure, a flipped equivalence verdict or a missing figure.")
