@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchmarks.analysis import Blocks, decide
 from benchmarks.calgate import after_measurements, calibration_gate
-from benchmarks.definitions import BenchmarkDefinition, load_benchmarks
+from benchmarks.definitions import BenchmarkDefinition, available_benchmarks, load_benchmarks
 from benchmarks.environment import BenchEnv
 from benchmarks.leakcheck import ALIASING_POLICIES, run_leak_check
 from benchmarks.records import RecordWriter, make_record
@@ -41,6 +41,16 @@ from testbed.network import Network
 from testbed.scenario import Scenario, with_link_override
 
 DEFAULT_BENCHMARKS = ("latency", "throughput", "connrate")
+#: report-only benchmarks a profile adds to the defaults when they are defined (the unshaped
+#: veth capacity measures the machine, not the path: never in the quick run)
+PROFILE_EXTRA_BENCHMARKS = {"full": ("capacity",)}
+
+
+def default_benchmarks(profile: str) -> list[str]:
+    """The benchmarks `cfrbench run` runs when none are named, for this profile."""
+    extra = [n for n in PROFILE_EXTRA_BENCHMARKS.get(profile, ())
+             if n in available_benchmarks()]
+    return [*DEFAULT_BENCHMARKS, *extra]
 
 
 @dataclass
@@ -109,7 +119,8 @@ LOG_PROGRESS_EVERY_S = 30.0
 
 def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, run_dir: Path,
                    registry: RunRegistry, console: Console, seed: int = 0) -> RunOutcome:
-    definitions = load_benchmarks(list(names) if names else list(DEFAULT_BENCHMARKS), profile)
+    definitions = load_benchmarks(list(names) if names else default_benchmarks(profile),
+                                  profile)
     groups = group_by_network(base, definitions, seed)
     definitions_by_name = {d.name: d for d in definitions}
     total = sum(len(s.schedule) for g in groups for s in g.steps)

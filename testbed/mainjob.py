@@ -84,9 +84,9 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
     from benchmarks.provenance import collect_provenance
     from benchmarks.report import render_report
     from benchmarks.results import finalize_run
-    from benchmarks.runner import DEFAULT_BENCHMARKS, RunOutcome, outcome_dict, run_benchmarks
+    from benchmarks.runner import RunOutcome, default_benchmarks, outcome_dict, run_benchmarks
 
-    asked = list(benchmarks) if benchmarks else list(DEFAULT_BENCHMARKS)
+    asked = list(benchmarks) if benchmarks else default_benchmarks(profile)
     names = [n for n in asked if n not in ("linkability", "resilience")]
     with_linkability = "linkability" in asked
     with_resilience = "resilience" in asked

@@ -67,11 +67,11 @@ def test_profiles_override_repetitions_and_add_sweep() -> None:
     full = base.with_profile("full")
     tiny = base.with_profile("tiny")
     # quick: per-measurement budgets with sequential looks
-    assert quick.measurement("connection").repetitions == 60
-    assert quick.measurement("connection").look_every == 10
-    assert quick.measurement("page_load").repetitions == 80
+    assert quick.measurement("connection").repetitions == 80
+    assert quick.measurement("connection").look_every == 20
+    assert quick.measurement("page_load").repetitions == 60
     assert quick.measurement("page_load").warmup == 1
-    assert quick.measurement("icmp_rtt").look_every == 20
+    assert quick.measurement("icmp_rtt").look_every == 25
     assert full.measurement("connection").repetitions == 100
     assert full.measurement("page_load").repetitions == 40
     assert full.measurement("icmp_rtt").repetitions == 200
