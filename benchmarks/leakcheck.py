@@ -30,6 +30,7 @@ from pathlib import Path
 
 from benchmarks.environment import CLIENT, BenchEnv
 from benchmarks.tools import https_request
+from testbed.addressing import AddressPlan
 from testbed.leaks import CONTROL_CATEGORIES, FlowKey, LeakScanner, flow_key, on_wire
 from testbed.network import Network
 from testbed.node import NetnsNode
@@ -135,20 +136,24 @@ def preexisting_flows(env: BenchEnv, scanner: LeakScanner) -> set[FlowKey]:
     return flows
 
 
+def ss_peer_filters(plan: AddressPlan, fd4: str, fd6: str) -> dict[str, list[str]]:
+    """`ss` destination filters, by side: the front door's sockets towards any subscriber
+    address (IPv4, IPv6, and IPv4 as a dual-stack socket lists it, ::ffff:a.b.c.d), the
+    subscribers' sockets towards the front door. ss syntax: a prefix without brackets, a
+    single IPv6 address in brackets (unbracketed, its last group would read as a port)."""
+    nets = [plan.nets[n] for n in ("subscribers_v4", "subscribers_v6", "access_segment_v6")]
+    v4 = [n for n in nets if n.version == 4]
+    mapped = [f"::ffff:{n.network_address}/{96 + n.prefixlen}" for n in v4]
+    return {"front_door": [*map(str, nets), *mapped], "subscribers": [fd4, f"[{fd6}]"]}
+
+
 def end_subscriber_sockets(env: BenchEnv) -> int:
     """`ss -K` every TCP socket between a subscriber and the front door, at both ends
     (the kernel sends the RST now, before the capture); returns how many were ended."""
-    plan = env.net.graph.plan
-    nets = [plan.nets[n] for n in ("subscribers_v4", "subscribers_v6", "access_segment_v6")]
+    filters = ss_peer_filters(env.net.graph.plan, env.front_door(4), env.front_door(6))
+    jobs = [("fd", filters["front_door"])]
+    jobs += [(name, filters["subscribers"]) for name in subscriber_nodes(env.net)]
     ended = 0
-    v4 = [n for n in nets if n.version == 4]
-    v6 = [n for n in nets if n.version == 6]
-    # IPv4 peers of the front door's dual-stack sockets appear as ::ffff:a.b.c.d
-    mapped = [f"::ffff:{n.network_address}/{96 + n.prefixlen}" for n in v4]
-    # ss syntax: a prefix without brackets, a single IPv6 address in brackets
-    jobs = [("fd", [*map(str, v4), *map(str, v6), *mapped])]
-    jobs += [(name, [env.front_door(4), f"[{env.front_door(6)}]"])
-             for name in subscriber_nodes(env.net)]
     for name, peers in jobs:
         for peer in peers:
             out = env.net[name].run(["ss", "-K", "-H", "-n", "-t", "-a", "dst", peer],

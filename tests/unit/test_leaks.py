@@ -30,7 +30,7 @@ from scapy.layers.l2 import GRE, Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
 
-from benchmarks.leakcheck import _split_endpoint, verdict
+from benchmarks.leakcheck import _split_endpoint, ss_peer_filters, verdict
 from testbed.addressing import AddressPlan
 from testbed.errors import ParameterError
 from testbed.ipwalk import LINK_RAW
@@ -265,3 +265,12 @@ def test_leak_check_verdict_needs_every_control_category_and_a_bounded_set_aside
     assert verdict(_block(full, set_aside=8))["passed"]
     over = verdict(_block(full, set_aside=9))
     assert not over["passed"] and over["set_aside_over_limit"] == ["cfr-flow"]
+
+
+def test_ss_filters_use_ss_syntax_and_cover_every_subscriber_block() -> None:
+    f = ss_peer_filters(PLAN, FD4, FD6)
+    nets = [PLAN.nets[n] for n in ("subscribers_v4", "subscribers_v6", "access_segment_v6")]
+    assert f["front_door"][:3] == [str(n) for n in nets]  # prefixes: never bracketed
+    v4 = PLAN.nets["subscribers_v4"]
+    assert f["front_door"][3] == f"::ffff:{v4.network_address}/{96 + v4.prefixlen}"
+    assert f["subscribers"] == [FD4, f"[{FD6}]"]  # a single IPv6 address: bracketed
