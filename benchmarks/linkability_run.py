@@ -247,21 +247,27 @@ def run_linkability(base: Scenario, params: LinkabilityParams, run_dir: Path,
         section["device_namespaces"] = {"devices": bring_up.devices,
                                         "bring_up_s": round(bring_up.total_s, 3)}
     for pol, auc in oracle_ceilings(section).items():
+        if auc is None:
+            console.print(f"      {pol:10} oracle trait-AUC ceiling undefined (no trait "
+                          "household, or only trait households, among those seen)")
+            continue
         console.print(f"      {pol:10} oracle trait-AUC ceiling {auc:.3f}"
-                      + ("  (quick run: short, the ceiling is below 1)"
-                         if params.duration_s < 600 and auc < 0.95 else ""))
+                      + ("  (short run: the ceiling is below 1, no adversary can do better)"
+                         if auc < 0.95 else ""))
     if params.model != "none":
         mp = ModelParams.quick() if params.model == "quick" else ModelParams()
         section["model"] = run_model(mp, run_dir)
     return section
 
 
-def oracle_ceilings(section: dict) -> dict[str, float]:
+def oracle_ceilings(section: dict) -> dict[str, float | None]:
     """The oracle's trait AUC per policy (join by true household: what a perfect linker
-    would reach with this trace); a short run says here why it cannot profile."""
-    out: dict[str, float] = {}
+    would reach with this trace; None when undefined); a short run says here why it cannot
+    profile."""
+    out: dict[str, float | None] = {}
     for pol, r in (section.get("policies") or {}).items():
-        auc = (r.get("trait_ceiling") or {}).get("auc") if isinstance(r, dict) else None
-        if isinstance(auc, (int, float)):
-            out[pol] = float(auc)
+        if not isinstance(r, dict) or "trait_ceiling" not in r:
+            continue
+        auc = (r.get("trait_ceiling") or {}).get("auc")
+        out[pol] = float(auc) if isinstance(auc, (int, float)) else None
     return out
