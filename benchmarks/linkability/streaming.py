@@ -1,0 +1,257 @@
+"""The ISP-scale profiling model, streamed by time window: 10^6 subscribers x 24 h.
+
+Why streamed: 10^6 subscribers browsing ~23 flows an hour make ~5.5 x 10^8 flows a day;
+held at once that is tens of GB. The trait adversary's evidence is a sum over its cells
+(``adversary.score_components``), and the cells never straddle a window when the window is
+a multiple of the epoch, so the day is generated and scored one window (default 1 h) at a
+time and only per-household sums (a few arrays of 10^6) are kept. Peak memory is one
+window's flows.
+
+What is modelled per window (``_window``): the same households throughout (devices, trait,
+weak trait and activity fixed for the day), sessions as in ``simulator.generate_trace``
+(Poisson per household at its activity, trait sessions on top, Zipf sites, dual stack with
+``v6_fraction``), then each policy's alias choice with the relay's semantics
+(``simulator.apply_policy``, dual-stack path). Left out, documented: TLS resumption chains
+across windows (the profiling adversary here does not use tickets) and the classifier (it
+runs on the emulation and on the in-memory model).
+
+What is cut at window edges: cells whose key outlives a window (route's /56, cgn's
+address) are split into one cell per window. For the centred shared-cell statistic the
+per-window deviations and variances are *summed* before standardising, which is the pooled
+statistic over the day except that the unexplained-signal floor is estimated per window.
+
+Epoch length: inferred by the adversary from the first window (``adversary.infer_epoch``)
+and kept for the day. Rates (labelled-panel knowledge) from the first window's truth.
+
+Beyond one machine: windows are independent given the fixed household table, so the same
+code runs as a map over (policy, window) on any number of machines, each returning its
+per-household component sums (a few x 8 MB at 10^6 households), and a reduce that adds
+them; the only cross-window state is the household table (seeded, regenerated anywhere).
+Households can be sharded too (components are per household), except that the cells mix
+households: a shard must hold whole cells, i.e. shard by alias, not by household, for the
+pool policies.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from benchmarks.linkability.adversary import (
+    Rates,
+    adversary_cells,
+    cell_key,
+    finish_scores,
+    infer_epoch,
+    oracle_components,
+    score_components,
+    true_rates,
+)
+from benchmarks.linkability.flows import FlowTable
+from benchmarks.linkability.rocstats import roc_summary
+from benchmarks.linkability.simulator import SimParams, Trace, _zipf_sample, apply_policy
+
+
+@dataclass
+class StreamParams:
+    """A day of the model, streamed (defaults: the issue's 10^6 x 24 h)."""
+
+    base: SimParams = field(
+        default_factory=lambda: SimParams(
+            subscribers=1_000_000, duration_s=86400.0, v6_fraction=0.7, epoch_s=300.0
+        )
+    )
+    window_s: float = 3600.0
+    policies: tuple[str, ...] = ("route", "cgn", "cfr-flow", "cfr-epoch")
+    checkpoints_h: tuple[float, ...] = (1, 2, 4, 8, 12, 24)
+    workers: int = 2
+    resamples: int = 50
+
+
+@dataclass
+class _Households:
+    n_dev: np.ndarray
+    dev_start: np.ndarray
+    trait: np.ndarray
+    weak: np.ndarray
+    mult: np.ndarray
+
+
+def _households(p: SimParams) -> _Households:
+    rng = np.random.default_rng([p.seed, 0xD0])
+    s_n = int(p.subscribers)
+    n_dev = rng.integers(1, p.devices_max + 1, s_n)
+    trait = np.zeros(s_n, dtype=bool)
+    trait[rng.choice(s_n, size=int(round(p.trait_fraction * s_n)), replace=False)] = True
+    weak = np.zeros(s_n, dtype=bool)
+    weak[rng.choice(s_n, size=int(round(p.weak_trait_fraction * s_n)), replace=False)] = True
+    sig = p.activity_sigma
+    act = rng.lognormal(-0.5 * sig * sig, sig, s_n) if sig > 0 else np.ones(s_n)
+    mult = act / np.where(trait, 1.0 - p.sensitive_prob, 1.0) / np.where(weak, 1 - p.weak_prob, 1)
+    dev_start = np.concatenate(([0], np.cumsum(n_dev)[:-1]))
+    return _Households(n_dev, dev_start, trait, weak, mult)
+
+
+def _window(p: SimParams, hh: _Households, index: int, t0: float, length: float) -> Trace:
+    """Flows of sessions starting in [t0, t0 + length): a dual-stack trace, no tickets."""
+    rng = np.random.default_rng([p.seed, 0x5173, index])
+    n_sess = rng.poisson(p.sessions_per_hour * length / 3600.0 * hh.mult)
+    s_hh = np.repeat(np.arange(n_sess.size, dtype=np.int64), n_sess)
+    ns = s_hh.size
+    s_ts = t0 + rng.uniform(0.0, length, ns)
+    s_dev = hh.dev_start[s_hh] + (rng.random(ns) * hh.n_dev[s_hh]).astype(np.int64)
+    site = _zipf_sample(rng, p.sites, p.zipf_s, ns)
+    sens = hh.trait[s_hh] & (rng.random(ns) < p.sensitive_prob)
+    site[sens] = p.sites + rng.integers(0, max(1, p.sensitive_sites), int(sens.sum()))
+    weak = hh.weak[s_hh] & ~sens & (rng.random(ns) < p.weak_prob)
+    site[weak] = p.weak_first_rank - 1 + rng.integers(0, p.weak_sites, int(weak.sum()))
+    v6 = rng.random(ns) < p.v6_fraction
+    per = 1 + rng.poisson(max(0.0, p.flows_per_session - 1.0), ns)
+    f = np.repeat(np.arange(ns, dtype=np.int64), per)
+    first = np.zeros(f.size, dtype=bool)
+    first[np.concatenate(([0], np.cumsum(per)[:-1]))] = True
+    ts = s_ts[f] + np.where(first, 0.0, rng.uniform(0.0, p.session_spread_s, f.size))
+    # cells never straddle windows: a page's late sub-resources stay in its window
+    ts = np.minimum(ts, t0 + length - 1e-6)
+    h, d, fam6 = s_hh[f], s_dev[f], v6[f]
+    s_n = int(p.subscribers)
+    off = np.int64(1) << 36
+    own_addr = np.where(fam6, s_n + d, h).astype(np.int64)
+    own56 = np.where(fam6, h, off + h)
+    empty = np.zeros(0, dtype=np.int64)
+    return Trace(
+        ts=ts,
+        household=h,
+        device=d,
+        site=site[f],
+        sensitive=site[f] >= p.sites,
+        session=f,
+        psk=np.full(f.size, -1, dtype=np.int64),
+        issued_flow=empty,
+        issued_ticket=empty,
+        device_household=np.repeat(np.arange(s_n, dtype=np.int64), hh.n_dev),
+        trait=hh.trait,
+        own_addr=own_addr,
+        own_prefix={56: own56},
+        own_family=np.where(fam6, 6, 4).astype(np.int8),
+        weak_trait=hh.weak,
+    )
+
+
+def _weak_signal(p: SimParams, site: np.ndarray) -> np.ndarray:
+    lo = p.weak_first_rank - 1
+    return (site >= lo) & (site < lo + p.weak_sites)
+
+
+def _add(acc: dict | None, comp: dict) -> dict:
+    if acc is None:
+        return {k: v.copy() for k, v in comp.items()}
+    for k, v in comp.items():
+        acc[k] += v
+    return acc
+
+
+def stream_policy(sp: StreamParams, policy: str) -> dict:
+    """One policy over the day: checkpoints of the trait adversary with CIs, and timing."""
+    p = sp.base
+    hh = _households(p)
+    n_h = int(p.subscribers)
+    n_win = int(np.ceil(p.duration_s / sp.window_s))
+    acc: dict[str, dict | None] = {"strong": None, "weak": None}
+    rates: dict[str, Rates] = {}
+    epoch = None
+    points: dict[str, list] = {"strong": [], "weak": []}
+    oracle_acc: dict[str, dict | None] = {"strong": None, "weak": None}
+    t_start, cpu0 = time.perf_counter(), time.process_time()
+    flows = 0
+    checkpoints = {int(round(c * 3600 / sp.window_s)) for c in sp.checkpoints_h}
+    for w in range(n_win):
+        tr = _window(p, hh, w, w * sp.window_s, sp.window_s)
+        ft: FlowTable = apply_policy(tr, policy, p)
+        flows += len(ft)
+        signals = {"strong": tr.sensitive, "weak": _weak_signal(p, tr.site)}
+        named = ~(signals["strong"] | signals["weak"])
+        if epoch is None:
+            epoch = infer_epoch(ft, named, key=cell_key(ft, policy))
+        cells = adversary_cells(ft, policy, epoch)
+        for name, sig in signals.items():
+            truth = hh.trait if name == "strong" else hh.weak
+            if name not in rates:
+                rates[name] = true_rates(ft, truth, sig, named)
+            comp = score_components(ft, cells, sig, named, n_h, rates[name])
+            acc[name] = _add(acc[name], comp)
+            ocomp = oracle_components(ft, sig, named, n_h, rates[name])
+            oracle_acc[name] = _add(oracle_acc[name], ocomp)
+        del tr, ft, cells, signals, named
+        if (w + 1) in checkpoints:
+            for name in ("strong", "weak"):
+                truth = hh.trait if name == "strong" else hh.weak
+                score, ev = finish_scores(acc[name])  # type: ignore[arg-type]
+                oscore, oev = finish_scores(oracle_acc[name])  # type: ignore[arg-type]
+                ev &= oev
+                points[name].append(
+                    {
+                        "observed_s": (w + 1) * sp.window_s,
+                        "named_household": roc_summary(
+                            score[ev], truth[ev], resamples=sp.resamples, seed=w
+                        ),
+                        "oracle": roc_summary(
+                            oscore[ev], truth[ev], resamples=sp.resamples, seed=w
+                        ),
+                    }
+                )
+    return {
+        "policy": policy,
+        "flows": flows,
+        "epoch": None if epoch is None else epoch.as_dict(),
+        "rates": {k: asdict(v) for k, v in rates.items()},
+        "curves": {k: {"points": v} for k, v in points.items()},
+        "wall_s": time.perf_counter() - t_start,
+        "cpu_s": time.process_time() - cpu0,
+        "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+_STATE: dict = {}
+
+
+def _forked(policy: str) -> dict:
+    return stream_policy(_STATE["sp"], policy)
+
+
+def stream_profile(sp: StreamParams | None = None) -> dict:
+    """All policies (in ``workers`` forked processes); per-policy curves and timing."""
+    from benchmarks.linkability.profiling import summarise_curve
+
+    sp = sp or StreamParams()
+    t0 = time.perf_counter()
+    load0 = os.getloadavg()
+    if sp.workers > 1 and len(sp.policies) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        _STATE["sp"] = sp
+        try:
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=sp.workers, mp_context=ctx) as ex:
+                runs = list(ex.map(_forked, sp.policies))
+        finally:
+            _STATE.clear()
+    else:
+        runs = [stream_policy(sp, pol) for pol in sp.policies]
+    for r in runs:
+        for c in r["curves"].values():
+            c["time_to_profiling_s"] = summarise_curve(c["points"])
+            c["oracle_time_to_profiling_s"] = summarise_curve(c["points"], "oracle")
+    return {
+        "params": {**asdict(replace(sp, base=sp.base)), "base": asdict(sp.base)},
+        "policies": {r["policy"]: r for r in runs},
+        "wall_s": time.perf_counter() - t0,
+        "load_average_before": load0,
+        "load_average_after": os.getloadavg(),
+        "cpus": os.cpu_count(),
+    }
