@@ -26,9 +26,12 @@ What the caller must do (the link class owns this, not the delay line):
 Stats file (JSON): per direction ``a2b``/``b2a``: rx/tx packets and bytes, ``dropped_loss``,
 ``dropped_queue`` (emulated bottleneck buffer), ``dropped_overload`` (the delay line itself
 could not keep up: a result with this non-zero was limited by the emulator, not the link),
-``tx_errors``, ``oversize``, ``kernel_drops`` (socket buffer overflow), ``in_flight``, and
-``late_p50_us``/``late_p99_us``/``late_max_us``: how late frames left against their scheduled
-departure, i.e. the emulator's own timing error, to record with every result.
+``tx_errors``, ``oversize``, ``kernel_drops`` (receive ring or socket buffer overflow),
+``in_flight``, and ``late_p50_us``/``late_p99_us``/``late_max_us``: how late frames left
+against their scheduled departure, i.e. the emulator's own timing error, to record with
+every result. ``dropped_overload + kernel_drops + tx_errors`` are the emulator's own drops:
+``testbed.calibration`` records them per link (``emulator_drops``) and fails the gate when
+any is non-zero.
 
 How it keeps time: each direction is one OS thread that reads frames with their kernel
 receive timestamps (so a frame's delay counts from when it entered the link namespace, not
@@ -39,10 +42,21 @@ busy more than half the time it drops to SCHED_OTHER (nice -5) without busy-poll
 ("throughput" mode), because a busy real-time thread starves ksoftirqd and gets throttled.
 Calibration on 2 shared vCPUs: see bench.py and the figures in the stats file.
 
-Capacity: a few hundred Mbit/s of 1500-byte frames per direction on 2 vCPUs (it shares the
-CPU with the traffic it carries). Give links a rate well below that; if the delay line
-itself cannot keep up, its backlog of overdue frames is bounded by queue_packets and the
-excess is counted as ``dropped_overload``.
+How it moves frames: received through a PACKET_RX_RING (TPACKET_V2, 8192 slots per
+interface: no system call per frame while frames keep coming; ``--rx-ring=false`` or a failed
+ring set-up falls back to recvmmsg), sent with sendmmsg in batches of up to 64 due frames.
+Most of its CPU time is not its own: the receiving node's TCP/IP stack runs inside its sends
+(veth delivers in the sender's context).
+
+Capacity and shaping: a subscriber link (``rate_mbit`` with a delay) is shaped by the delay
+line's own scheduler, so its queue (``queue_packets``; give it one bandwidth-delay product of
+the round trip, ~1700 full frames at 1 Gbit/s and 20 ms) is the only place that should drop.
+With a rate, the forwarder's own backlog may grow to 100 ms of frames at that rate before it
+drops (``dropped_overload``), so a CPU stall of the shared machine makes frames late (see
+``late_*``) instead of lost. Measured on 2 vCPUs (bench.py, ``--variants shaped``): 1 Gbit/s
+with 10 ms each way carries TCP with no emulator drop; without a rate the delay line's own
+forwarding capacity sets the TCP rate (about 1.3 Gbit/s on a quiet machine, with
+``dropped_overload``), so unshaped throughput through a delay line measures the emulator.
 
 This module is imported by Mininet topology code under the system python: stdlib only.
 """
@@ -92,7 +106,8 @@ class DirectionSpec:
     never reordering frames. loss_pct: independent random loss. rate_mbit: serialization
     rate (None = unlimited). queue_packets: bottleneck buffer, frames waiting for or in
     serialization (delayed frames in flight do not count, unlike netem's limit); only
-    meaningful with a rate (it also bounds the delay line's own backlog if it falls behind).
+    meaningful with a rate. It also bounds the delay line's own backlog if it falls behind:
+    without a rate exactly, with one at least 100 ms of frames at that rate.
     """
 
     delay_ms: float = 0

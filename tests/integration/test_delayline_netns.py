@@ -143,3 +143,46 @@ def test_rate_limit_caps_tcp_throughput(delayline_bin: Path) -> None:
         assert 10 <= mbit <= 20.5, mbit
         stats = net.stop()
     assert stats["a2b"]["oversize"] == 0 and stats["a2b"]["tx_errors"] == 0
+
+
+def test_subscriber_rate_link_never_drops_by_itself(delayline_bin: Path) -> None:
+    """A 1 Gbit/s, 10 ms link (queue: one bandwidth-delay product) carrying bulk TCP: only
+    the configured queue may drop. Any frame the delay line drops by itself (it fell
+    behind, its ring overflowed, a send failed) fails the run's calibration, so it must be
+    zero here even on a loaded CI host; the shaper must also cap what it carries."""
+    spec = DirectionSpec(delay_ms=10, rate_mbit=1000, queue_packets=1700)
+    with delay_net(spec, spec, binary=str(delayline_bin)) as net:
+        before = net.read_stats()
+        server = subprocess.Popen(
+            nsexec(net.b, "iperf3", "-s", "-1", "-B", V4_B),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_listening(net.b, 5201)
+            t0 = time.monotonic()
+            client = subprocess.run(
+                nsexec(net.a, "iperf3", "-c", V4_B, "-t", "5", "-J", "--connect-timeout", "3000"),
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
+            elapsed = time.monotonic() - t0
+        finally:
+            try:
+                server.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        result = json.loads(client.stdout)
+        assert "error" not in result, result.get("error")
+        stats = net.stop()
+    for direction in ("a2b", "b2a"):
+        d = stats[direction]
+        assert (d["dropped_overload"], d["kernel_drops"], d["tx_errors"]) == (0, 0, 0), d
+    # TCP payload of full frames is 1448 of 1514 bytes: at most 957 Mbit/s through 1 Gbit/s.
+    mbit = result["end"]["sum_received"]["bits_per_second"] / 1e6
+    assert 100 <= mbit <= 960, mbit
+    l2_mbit = 8 * (stats["a2b"]["tx_bytes"] - before["a2b"]["tx_bytes"]) / elapsed / 1e6
+    assert l2_mbit <= 1010, l2_mbit
