@@ -69,6 +69,10 @@ class LinkabilityParams:
     trait_fraction: float = 0.2
     device_namespaces: bool = True
     device_classes: tuple[str, ...] = tuple(DEVICE_CLASSES)
+    # > 0: devices reuse an open connection to a site for visits within this many seconds
+    # (echd load --keep-alive; keep it below the front door's 30 s idle timeout). Off by
+    # default: with it, ground truth has one line per visit and several share a connection.
+    keep_alive_s: float = 0.0
 
     @classmethod
     def quick(cls) -> LinkabilityParams:
@@ -84,6 +88,9 @@ class LinkabilityParams:
                                  f"2..{population} (the population host's subscribers)")
         if not 5 <= self.duration_s <= 3600:
             raise ParameterError("duration", self.duration_s, "5..3600 seconds")
+        if not 0 <= self.keep_alive_s < 30:
+            raise ParameterError("keep-alive", self.keep_alive_s,
+                                 "0 (off) .. below the front door's 30 s idle timeout")
         if self.model not in ("quick", "full", "none"):
             raise ParameterError("model", self.model, "quick, full or none")
         unknown = [c for c in self.device_classes if c not in DEVICE_CLASSES]
@@ -174,12 +181,14 @@ def setup_devices(net: Network, workloads, p: LinkabilityParams, out: Path
 
 def replay(env: BenchEnv, loader: ech_service.LoadGenerator, policy: str, records: list[dict],
            out: Path, name: str, duration_s: float,
-           profiles: Path | None = None) -> tuple[Path, Path, dict]:
+           profiles: Path | None = None, keep_alive_s: float = 0.0) -> tuple[Path, Path, dict]:
     """Replay a workload under one relay policy (`cfr run`); write ground truth and the
     front door's log of the same connections. Returns both paths and counts."""
     env.relay.start_daemon(policy)
     before = len(env.cdn.front.records())
     extra = ["--profiles", str(profiles)] if profiles else []
+    if keep_alive_s > 0:
+        extra += ["--keep-alive", f"{keep_alive_s}s"]
     result = loader.run(workload=records, resumption=env.resumption, check=False,
                         timeout=duration_s * 4 + 120, extra=extra)
     time.sleep(2.0)  # the front door logs a connection when it closes
@@ -188,7 +197,9 @@ def replay(env: BenchEnv, loader: ech_service.LoadGenerator, policy: str, record
     truth.write_text("".join(json.dumps(r) + "\n" for r in result.records))
     front.write_text("".join(json.dumps(r) + "\n" for r in seen))
     failed = sum(1 for r in result.records if r.get("error"))
-    return truth, front, {"flows": len(result.records), "failed": failed, "seen": len(seen)}
+    reused = sum(1 for r in result.records if r.get("reused"))
+    return truth, front, {"flows": len(result.records), "failed": failed, "seen": len(seen),
+                          "reused": reused}
 
 
 def run_linkability(base: Scenario, params: LinkabilityParams, run_dir: Path,
@@ -227,10 +238,12 @@ def run_linkability(base: Scenario, params: LinkabilityParams, run_dir: Path,
                 t0 = time.monotonic()
                 records = (temp_workload if temporary else workload).records
                 truth[name], front[name], errors = replay(env, loader, policy, records, out,
-                                                          name, params.duration_s, profiles)
+                                                          name, params.duration_s, profiles,
+                                                          params.keep_alive_s)
                 console.print(f"      {name:10} {errors['flows']:5} flows "
-                              f"({errors['failed']} failed), {errors['seen']} seen by the "
-                              f"front door, {time.monotonic() - t0:.0f} s")
+                              f"({errors['failed']} failed, {errors['reused']} over a reused "
+                              f"connection), {errors['seen']} seen by the front door, "
+                              f"{time.monotonic() - t0:.0f} s")
             env.relay.stop_daemon()
         finally:
             env.stop()
