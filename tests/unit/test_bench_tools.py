@@ -1,6 +1,6 @@
-"""Forwarding cost from per-packet tracepoint pairs (benchmarks/forwarding_cost.py) and the
-delay-line drop accounting of the iperf3 samples (benchmarks/tools.py). No root needed: the
-parser and estimator work on `perf script` text."""
+"""Throughput and connection-rate tools without root: forwarding cost from per-packet
+tracepoint pairs (benchmarks/forwarding_cost.py, on `perf script` text), the delay-line drop
+accounting of iperf3 samples and the closed-loop connection rate (benchmarks/tools.py)."""
 
 from __future__ import annotations
 
@@ -95,3 +95,25 @@ def test_missing_perf_is_an_environment_problem_naming_the_package(monkeypatch) 
     monkeypatch.setattr(fwd.shutil, "which", lambda _name: None)
     with pytest.raises(EnvironmentProblem, match="linux-perf"):
         fwd.perf_binary()
+
+
+def test_closed_loop_rate_counts_only_the_window_where_every_worker_is_busy() -> None:
+    from benchmarks.tools import closed_loop_rate
+
+    # 2 workers, 0.1 s per connection, 4 each, back to back; one straggler at the very end
+    spans = [(w * 0.0 + i * 0.1, (i + 1) * 0.1, True) for w in range(2) for i in range(4)]
+    spans[-1] = (0.3, 1.3, True)  # the last connection takes 1 s instead of 0.1 s
+    rate, window = closed_loop_rate(spans, concurrency=2)
+    assert window == pytest.approx(0.3)
+    assert rate == pytest.approx(6 / 0.3)  # 2 workers x 0.1 s -> 20/s, straggler ignored
+    whole, span = closed_loop_rate(spans, concurrency=len(spans) + 1)
+    assert span == pytest.approx(1.3) and whole == pytest.approx(8 / 1.3)
+
+
+def test_closed_loop_rate_excludes_failed_connections() -> None:
+    from benchmarks.tools import closed_loop_rate
+
+    spans = [(i * 0.1, (i + 1) * 0.1, i % 2 == 0) for i in range(10)]
+    rate, window = closed_loop_rate(spans, concurrency=1)
+    assert window == pytest.approx(0.9)
+    assert rate == pytest.approx(5 / 0.9)  # successes finished by the last start: even i
