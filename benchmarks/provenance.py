@@ -29,6 +29,8 @@ TOOL_COMMANDS: dict[str, tuple[Sequence[str], str]] = {
     "named": (("named", "-v"), r"BIND (\S+)"),
     "tinyproxy": (("tinyproxy", "-v"), r"tinyproxy (\S+)"),
     "mininet": (("mn", "--version"), r"(\S+)"),
+    # forwarding_cost times packets with kernel tracepoints through perf
+    "perf": (("perf", "--version"), r"perf version (\S+)"),
 }
 
 
