@@ -118,16 +118,19 @@ class DeviceClass:
 
 # Under ECH, crypto/tls offers TLS 1.3 only, so classes differ in ALPN, key-exchange groups
 # and whether they ask for tickets (see ech/internal/loadgen/profile.go for what Go allows);
-# the SYN window differs through the route's initrwnd (smaller) or SO_RCVBUF (larger).
+# the SYN window differs through the route's initrwnd (smaller) or SO_RCVBUF (larger); the
+# HTTP/2 SETTINGS through the h2_* fields (values in the style of common browsers).
 DEVICE_CLASSES: dict[str, DeviceClass] = {
     c.name: c
     for c in (
         DeviceClass("linux", STACK_PROFILES["linux"], {"alpn": ["h2", "http/1.1"]}),
         DeviceClass("windows-like", STACK_PROFILES["windows-like"],
                     {"alpn": ["h2", "http/1.1"], "curves": ["X25519", "P256", "P384"],
-                     "rcvbuf": 262144}),
+                     "rcvbuf": 262144, "h2_header_table": 65536, "h2_stream_window": 6291456,
+                     "h2_conn_window": 15728640}),
         DeviceClass("macos-like", STACK_PROFILES["macos-like"],
-                    {"alpn": ["h2", "http/1.1"], "curves": ["X25519MLKEM768", "X25519", "P256"]}),
+                    {"alpn": ["h2", "http/1.1"], "curves": ["X25519MLKEM768", "X25519", "P256"],
+                     "h2_stream_window": 2097152, "h2_conn_window": 10485760}),
         DeviceClass("embedded-like", STACK_PROFILES["embedded-like"],
                     {"alpn": ["http/1.1"], "curves": ["P256"], "no_tickets": True}),
     )

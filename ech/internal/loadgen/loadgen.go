@@ -189,6 +189,7 @@ type subscriber struct {
 	addr    netip.Addr
 	cfg     *tls.Config
 	profile *Profile
+	tr      *http.Transport // the profile's HTTP/2 settings; nil: the generator's
 }
 
 // Gen runs one load-generation session.
@@ -380,6 +381,10 @@ func (g *Gen) subscriber(id string, addr netip.Addr, device, profile string) *su
 	}
 	s := &subscriber{id: id, addr: addr, cfg: g.base.Clone(), profile: g.o.Profiles[profile]}
 	s.profile.apply(s.cfg)
+	if h2 := s.profile.h2Config(); h2 != nil {
+		s.tr = g.tr.Clone()
+		s.tr.HTTP2 = h2
+	}
 	if g.o.Resumption && (s.profile == nil || !s.profile.NoTickets) {
 		s.cfg.ClientSessionCache = tls.NewLRUClientSessionCache(256)
 	}
@@ -846,7 +851,11 @@ func (g *Gen) httpExchange(ctx context.Context, conn *tls.Conn, spec flowSpec, t
 	if t.ALPN != "h2" && !spec.session {
 		return nil, g.h1Single(ctx, conn, spec, t)
 	}
-	cc, err := g.tr.NewClientConn(context.WithValue(ctx, dialKey{}, net.Conn(conn)), "https", net.JoinHostPort(spec.site, "443"))
+	tr := g.tr
+	if spec.sub.tr != nil {
+		tr = spec.sub.tr
+	}
+	cc, err := tr.NewClientConn(context.WithValue(ctx, dialKey{}, net.Conn(conn)), "https", net.JoinHostPort(spec.site, "443"))
 	if err != nil {
 		return nil, fmt.Errorf("HTTP: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"sort"
 	"strings"
 	"syscall"
@@ -22,6 +23,9 @@ import (
 //   - TCP timestamps, SACK, window scaling on/off and the timestamp offset policy are
 //     per-namespace sysctls: give the profile a Netns (a file such as /run/netns/NAME) and
 //     its connections are made from that namespace (testbed/devices.py creates them).
+//   - HTTP/2: the SETTINGS and connection WINDOW_UPDATE the client sends (h2_* fields,
+//     net/http's HTTP2Config): header table size, max frame size, stream and connection
+//     windows. Go always sends ENABLE_PUSH=0 first and its own SETTINGS order.
 //   - ClientHello: crypto/tls lets a client choose MinVersion/MaxVersion (TLS 1.2 allowed
 //     adds the TLS 1.2 cipher suites and a second supported_versions entry; but with ECH
 //     crypto/tls refuses MinVersion below 1.3, so min_tls and cipher_suites only matter
@@ -44,6 +48,22 @@ type Profile struct {
 	Curves       []string `json:"curves,omitempty"`
 	ALPN         []string `json:"alpn,omitempty"`
 	NoTickets    bool     `json:"no_tickets,omitempty"`
+	// HTTP/2 client settings (0: Go's default), what the server sees in the client's
+	// SETTINGS and first WINDOW_UPDATE: HEADER_TABLE_SIZE, MAX_FRAME_SIZE,
+	// INITIAL_WINDOW_SIZE and the connection window.
+	H2HeaderTable  int `json:"h2_header_table,omitempty"`
+	H2FrameSize    int `json:"h2_frame_size,omitempty"`
+	H2StreamWindow int `json:"h2_stream_window,omitempty"`
+	H2ConnWindow   int `json:"h2_conn_window,omitempty"`
+}
+
+// h2Config is the profile's HTTP/2 client configuration, nil when it keeps Go's.
+func (p *Profile) h2Config() *http.HTTP2Config {
+	if p == nil || p.H2HeaderTable == 0 && p.H2FrameSize == 0 && p.H2StreamWindow == 0 && p.H2ConnWindow == 0 {
+		return nil
+	}
+	return &http.HTTP2Config{MaxDecoderHeaderTableSize: p.H2HeaderTable, MaxReadFrameSize: p.H2FrameSize,
+		MaxReceiveBufferPerStream: p.H2StreamWindow, MaxReceiveBufferPerConnection: p.H2ConnWindow}
 }
 
 // ParseProfiles reads a JSON object {"name": {profile}, ...}; unknown fields are an error
@@ -82,6 +102,10 @@ func (p *Profile) validate() error {
 	}
 	if p.RcvBuf < 0 {
 		return fmt.Errorf("rcvbuf must be >= 0")
+	}
+	if p.H2HeaderTable < 0 || p.H2StreamWindow < 0 || p.H2ConnWindow < 0 ||
+		p.H2FrameSize != 0 && (p.H2FrameSize < 16384 || p.H2FrameSize > 16777215) {
+		return fmt.Errorf("h2 sizes must be >= 0 and h2_frame_size 16384..16777215")
 	}
 	if p.MinTLS != "" && p.MinTLS != "1.2" && p.MinTLS != "1.3" {
 		return fmt.Errorf("min_tls must be 1.2 or 1.3")
