@@ -286,7 +286,7 @@ def score_components(
     w = n_households
 
     def per_h(x: np.ndarray) -> np.ndarray:
-        return np.bincount(ph, weights=x, minlength=w)
+        return np.bincount(ph, weights=x, minlength=w).astype(np.float64)
 
     return {
         "term": per_h(np.where(alone, sc * logr - pa * (lam1 - lam0), 0.0)),
@@ -327,7 +327,8 @@ def oracle_components(
 
 def finish_scores(comp: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(score, evaluated) from summed ``score_components``: LR + detrended z; certain first."""
-    dev, var = comp["dev"], comp["var"]
+    dev = np.asarray(comp["dev"], dtype=np.float64)
+    var = np.asarray(comp["var"], dtype=np.float64)
     z = np.divide(dev, np.sqrt(var), out=np.zeros_like(dev), where=var > 0)
     z = _residual_on_activity(z, comp["a_shared"], var > 0)
     # Summation order differs between cell layouts: equal evidence must tie in the ranking.

@@ -14,14 +14,26 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.linkability import linkers as lk
+from benchmarks.linkability.adversary import TraitSpec, adversary_cells, trait_attack
+from benchmarks.linkability.belief import clustering_scores, sender_posteriors
+from benchmarks.linkability.flows import FlowTable
+from benchmarks.linkability.metrics import pairwise_ci
 from benchmarks.linkability.observations import (
     access_observer_view,
     join_records,
     load_many,
     trait_vector,
 )
-from benchmarks.linkability.report import clean_json, ordered_policies, write_report
+from benchmarks.linkability.profiling import profiling_curve, profiling_plot
+from benchmarks.linkability.report import (
+    adversary_markdown,
+    clean_json,
+    ordered_policies,
+    write_report,
+)
 from benchmarks.linkability.simulator import (
     SimParams,
     apply_policy,
@@ -29,6 +41,7 @@ from benchmarks.linkability.simulator import (
     trace_from_flows,
     validate_against_emulation,
 )
+from benchmarks.linkability.validation import compare
 from benchmarks.linkability.workload import Workload, load_household_table
 
 Paths = str | Path | Sequence[str | Path]
@@ -48,6 +61,69 @@ def _validation_markdown(rows: list[dict]) -> str:
             f"| {r['policy']} | {r['metric']} | {r['emulated']:.3g} | {r['simulated']:.3g} | "
             f"{r['delta']:+.3g} | {r['tolerance']} | {'pass' if r['passed'] else 'FAIL'} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def trait_specs(ft: FlowTable, table: dict) -> list[TraitSpec]:
+    """The strong (exclusive sites) and weak (shifted mix) traits of a household table."""
+    hh_names = ft.names.get("household", [])
+    by_name = {h["household"]: h for h in table.get("households", [])}
+    strong = np.array([bool(by_name.get(h, {}).get("trait")) for h in hh_names], dtype=bool)
+    specs = [TraitSpec("strong", strong, np.asarray(ft.sensitive, dtype=bool))]
+    weak_sites = set(table.get("weak_sites", []))
+    if weak_sites:
+        weak = np.array([bool(by_name.get(h, {}).get("weak_trait")) for h in hh_names], bool)
+        site_names = ft.names.get("site", [])
+        is_weak_site = np.array([n in weak_sites for n in site_names], dtype=bool)
+        signal = is_weak_site[ft.site] if ft.site.size else np.zeros(0, dtype=bool)
+        specs.append(TraitSpec("weak", weak, signal))
+    return specs
+
+
+def adversary_section(
+    lab: FlowTable, table: dict, policy: str, linker_labels: dict[str, np.ndarray], seed: int = 0
+) -> dict:
+    """Trait adversaries, belief, chance-corrected clustering and time to profiling."""
+    specs = trait_specs(lab, table)
+    out: dict = {"trait_attack": trait_attack(lab, specs, policy, seed=seed)}
+    any_signal = np.zeros(len(lab), dtype=bool)
+    for t in specs:
+        any_signal |= t.signal
+    named = ~any_signal
+    cells = adversary_cells(lab, policy, out["trait_attack"]["epoch"]["by_family"])
+    out["belief"] = sender_posteriors(lab, cells, named)
+    out["clustering"] = {
+        name: clustering_scores(lab.household, labels) for name, labels in linker_labels.items()
+    }
+    span = float(lab.ts.max() - lab.ts.min()) + 1e-6 if len(lab) else 0.0
+    times = [span * f for f in (0.125, 0.25, 0.5, 1.0)]
+
+    def cut(mask: np.ndarray) -> list[TraitSpec]:
+        return [TraitSpec(t.name, t.trait, t.signal[mask]) for t in specs]
+
+    out["profiling"] = profiling_curve(lab, cut, policy, times, seed=seed)
+    return out
+
+
+def _signature_markdown(signatures: dict[str, list]) -> str:
+    if not signatures:
+        return ""
+    lines = [
+        "",
+        "## Model vs emulation: behavioural signatures (CI of model - emulation)",
+        "",
+        "| policy | statistic | emulated | model | difference 95% CI | margin | ok |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for pol, rows in signatures.items():
+        for r in rows:
+            ci = r.get("difference_ci")
+            ci_s = f"{ci[0]:+.3f} .. {ci[1]:+.3f}" if ci else "–"
+            lines.append(
+                f"| {pol} | {r['statistic']} | {r.get('emulated', float('nan')):.3g} | "
+                f"{r.get('model', float('nan')):.3g} | {ci_s} | {r.get('margin', 0):.3g} | "
+                f"{'pass' if r['passed'] else 'FAIL'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -75,6 +151,8 @@ def analyse_emulation(
     coverage: dict[str, dict] = {}
     observer: dict[str, dict] = {}
     model: dict[str, dict] = {}
+    adversary: dict[str, dict] = {}
+    signatures: dict[str, list] = {}
     for pol in ordered_policies(ground_truth_paths_by_policy):
         if pol not in frontdoor_log_paths_by_policy:
             raise KeyError(f"policy {pol!r} has ground truth but no front-door log")
@@ -90,22 +168,44 @@ def analyse_emulation(
             continue
         results[pol] = evaluate(lab, trait, linkers, window_s, profile_linkers=None)
         results[pol]["coverage"] = coverage[pol]
+        for name, linker in linkers.items():
+            results[pol]["pairwise"][name].update(
+                {f"{k}_ci": v for k, v in pairwise_ci(lab.household, linker(lab)).items()}
+            )
+        picked = {n: linkers[n](lab) for n in ("addr", "alias-epoch") if n in linkers}
+        best = results[pol].get("best_single")
+        if best and best not in picked:
+            picked[best] = linkers[best](lab)
+        adversary[pol] = adversary_section(lab, table, pol, picked)
         if model_params is not None:
             tr = trace_from_flows(lab, trait)
             model_ft = apply_policy(tr, pol, model_params)
             model[pol] = evaluate(model_ft, trait, linkers, window_s, profile_linkers=("addr",))
+            signatures[pol] = compare(lab, model_ft, model_params.epoch_s)
     scored = {p: r for p, r in results.items() if "pairwise" in r}
     rows = validate_against_emulation(scored, model) if model else []
+    curves = {p: a["profiling"] for p, a in adversary.items()}
+    extra = adversary_markdown(adversary, scored)
+    if curves:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        fig = profiling_plot(curves, Path(out_dir) / "linkability_profiling.png")
+        extra += f"\n![profiling]({fig.name})\n"
     section = write_report(
         scored,
         out_dir,
         title="Linkability (emulation)",
-        extra_markdown=_validation_markdown(rows),
+        extra_markdown=extra + _validation_markdown(rows) + _signature_markdown(signatures),
         prefix="linkability",
     )
+    section["adversary"] = clean_json(adversary)
     section["coverage"] = clean_json(coverage)
     section["access_observer"] = clean_json(observer)
     section["window_s"] = window_s
+    if signatures:
+        section["validation_signatures"] = clean_json(signatures)
+        section["validation_signatures_passed"] = all(
+            r["passed"] for rows_ in signatures.values() for r in rows_
+        )
     if model:
         section["model_on_emulated_trace"] = clean_json(model)
         section["validation"] = clean_json(rows)
