@@ -136,7 +136,7 @@ def ip_id_counter(max_step: int = IPID_MAX_STEP, max_gap_s: float = IPID_MAX_GAP
         for k in range(1, idx.size):
             if lo[k] >= k:
                 continue
-            step = (ids[k] - ids[lo[k]:k]) % 65536
+            step = (ids[k] - ids[lo[k] : k]) % 65536
             ok = (step >= 1) & (step <= max_step)
             if ok.any():
                 j = lo[k] + int(np.flatnonzero(ok)[np.argmin(step[ok])])
