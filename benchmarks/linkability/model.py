@@ -36,6 +36,7 @@ from benchmarks.linkability.metrics import (
     pairwise_scores,
     trait_inference,
 )
+from benchmarks.linkability.profiling import profiling_plot
 from benchmarks.linkability.report import clean_json, write_report
 from benchmarks.linkability.simulator import (
     SimParams,
@@ -45,6 +46,7 @@ from benchmarks.linkability.simulator import (
     simulate,
     with_params,
 )
+from benchmarks.linkability.streaming import StreamParams, stream_profile
 
 
 @dataclass
@@ -63,6 +65,8 @@ class ModelParams:
     search_subscribers: tuple[int, ...] = (100_000, 1_000_000)
     search_policies: tuple[str, ...] = ("cfr-flow", "cfr-epoch")
     workers: int = 2
+    stream_subscribers: int = 1_000_000
+    stream_hours: float = 24.0
 
     @classmethod
     def quick(cls) -> ModelParams:
@@ -75,6 +79,7 @@ class ModelParams:
             flows_per_hour=(5.0, 20.0, 80.0),
             epoch_lengths_s=(10.0, 300.0, 3600.0),
             search_subscribers=(20_000, 100_000),
+            stream_subscribers=20_000,
         )
 
 
@@ -431,6 +436,24 @@ def run_model(params: ModelParams | dict | None, out_dir: str | Path) -> dict:
             out / "model_epoch.png",
         ),
     }
+    t = time.perf_counter()
+    sp = StreamParams(
+        base=with_params(
+            mp.base,
+            subscribers=mp.stream_subscribers,
+            duration_s=mp.stream_hours * 3600.0,
+            v6_fraction=max(mp.base.v6_fraction, 0.7),
+            pool=None,
+        ),
+        workers=mp.workers,
+        checkpoints_h=tuple(h for h in (1, 2, 4, 8, 12, 24, 48) if h <= mp.stream_hours),
+    )
+    result["profiling_stream"] = stream_profile(sp)
+    result["profiling_stream_time_s"] = time.perf_counter() - t
+    figs["profiling"] = profiling_plot(
+        {pol: r["curves"] for pol, r in result["profiling_stream"]["policies"].items()},
+        out / "model_profiling.png",
+    )
     result["figures"] = {k: p.name for k, p in figs.items()}
     result["total_time_s"] = time.perf_counter() - t0
     (out / "model.md").write_text(model_markdown(result))
@@ -474,5 +497,58 @@ def model_markdown(result: dict) -> str:
             f"{pt['trait_auc']:.3f} |"
         )
     lines.append("")
+    lines += stream_markdown(result.get("profiling_stream"))
     lines += [f"![{k}]({v})" for k, v in result["figures"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _ci_s(x: dict, key: str, ci_key: str) -> str:
+    v, ci = x.get(key), x.get(ci_key) or [None, None]
+    if v is None:
+        return "–"
+    if ci[0] is None:
+        return f"{v:.3f}"
+    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def stream_markdown(stream: dict | None) -> list[str]:
+    """The streamed day: final trait figures with CIs, time to profiling, timing."""
+    if not stream:
+        return []
+    base = stream["params"]["base"]
+    lines = [
+        f"## Profiling over {base['duration_s'] / 3600:g} h, "
+        f"{base['subscribers']:,} subscribers (streamed)",
+        "",
+        f"Wall {stream['wall_s']:.0f} s on {stream['cpus']} CPUs, load average "
+        f"{stream['load_average_before'][0]:.1f} before / "
+        f"{stream['load_average_after'][0]:.1f} after (other work shares the machine).",
+        "",
+        "| policy | trait | flows | epoch (v4 / v6) | named-household AUC | TPR@1%FPR | "
+        "oracle AUC | time to TPR 0.5 (point / sure) | wall s | CPU s | peak RSS GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for pol, r in stream["policies"].items():
+        ep = (r.get("epoch") or {}).get("by_family", {})
+        ep_s = " / ".join(
+            "none" if ep.get(f, ep.get(str(f))) is None else f"{ep.get(f, ep.get(str(f))):g} s"
+            for f in (4, 6)
+        )
+        for trait, c in r["curves"].items():
+            if not c["points"]:
+                continue
+            last = c["points"][-1]
+            nh, orc = last["named_household"], last["oracle"]
+            tt = c.get("time_to_profiling_s", {})
+
+            def h(v: float | None) -> str:
+                return "not reached" if v is None else f"{v / 3600:g} h"
+
+            lines.append(
+                f"| `{pol}` | {trait} | {r['flows']:,} | {ep_s} | "
+                f"{_ci_s(nh, 'auc', 'auc_ci')} | {_ci_s(nh, 'tpr_at_fpr', 'tpr_at_fpr_ci')} | "
+                f"{_ci_s(orc, 'auc', 'auc_ci')} | {h(tt.get('point'))} / {h(tt.get('sure'))} | "
+                f"{r['wall_s']:.0f} | {r['cpu_s']:.0f} | {r['max_rss_gib']:.2f} |"
+            )
+    lines.append("")
+    return lines
