@@ -4,8 +4,9 @@ Why a separate step: the runner only measures; this module decides nothing about
 It reads records, drops warm-ups, and for every (benchmark, measurement, path, metric, sweep
 point) reports n, median, p95, p99 and the order-statistic CI of the median; then compares
 path pairs within the same run on their per-block differences (both paths measured in the
-same block): the Hodges-Lehmann shift (B - A) and ratio (B / A, from log ratios) with exact
-signed-rank CIs, and the verdict of the sequential equivalence test (benchmarks/sequential.py)
+same block): the median of the per-block differences (B - A) and ratios (B / A, from log
+ratios) with sign-test (order-statistic) CIs, and the verdict of the sequential equivalence
+test (benchmarks/sequential.py)
 the runner used to decide when to stop. Re-analysing the finished records replays the same
 looks, so it reaches the runner's decisions, in any record order.
 
@@ -202,7 +203,7 @@ def verdict_word(raw: str, ms: MetricSpec) -> str:
 
 def _estimate(diffs: Sequence[tuple[int, float]], level: float, log_scale: bool
               ) -> dict[str, Any]:
-    shift = stats.paired_shift([d for _, d in diffs], level)
+    shift = stats.paired_median_shift([d for _, d in diffs], level, exact=False)
     ci = shift.ci
     if log_scale:
         value = None if shift.estimate is None else math.exp(shift.estimate)
@@ -217,7 +218,7 @@ def compare_pair(
     a: Blocks, b: Blocks, spec: AnalysisSpec, measurement: Measurement | None = None,
     in_verdict: bool = True,
 ) -> dict[str, Any]:
-    """B relative to A: Hodges-Lehmann shift and ratio with CIs (at the analysis' confidence,
+    """B relative to A: median paired shift and ratio with CIs (at the analysis' confidence,
     all paired blocks), the sequential equivalence test and its verdict, Mann-Whitney for
     information."""
     ms = metric_spec(metric, unit)
@@ -307,7 +308,7 @@ def aggregate_verdicts(comparisons: Sequence[Mapping[str, Any]]) -> dict[str, An
     out: dict[str, Any] = {}
     questions = {
         "no_added_delay": "Is each path's latency equivalent to the baseline's "
-        "(sequential TOST on paired blocks: the CI of the Hodges-Lehmann shift within "
+        "(sequential TOST on paired blocks: the CI of the median per-block shift within "
         "+-margin, alpha corrected for the looks)?",
         "no_capacity_loss": "Is each path's throughput, rate and cost equivalent to its "
         "comparison path's (CI of the paired ratio within 1 +- ratio_margin, alpha corrected "

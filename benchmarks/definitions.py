@@ -151,6 +151,7 @@ class AnalysisSpec:
     ratio_margin: float = 0.05
     alpha: float = 0.05
     confidence: float = 0.95
+    #: accepted for definitions written before the exact intervals; unused
     bootstrap_resamples: int = 5000
     margins: Mapping[str, Margin] = field(default_factory=dict)
 

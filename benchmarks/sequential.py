@@ -10,8 +10,8 @@ they buy a verdict.
 The procedure (one comparison = one metric of one path pair, B relative to A):
 - data: per-block differences B - A (latency, loss) or log(B / A) (throughput, rate, cost),
   both paths measured in the same block, so drift common to the block cancels;
-- at look j (after `looks[j]` measured blocks) the Hodges-Lehmann shift of the differences
-  gets its exact signed-rank CI at level 1 - 2 * alpha_j; the margin region is [-m, +m]
+- at look j (after `looks[j]` measured blocks) the median of the differences gets its exact
+  sign-test CI (binomial order statistics) at level 1 - 2 * alpha_j; the region is [-m, +m]
   (log(1 - m), log(1 + m) for ratios);
 - decided at look j when the CI lies inside the region (equivalent), or wholly beyond it
   (slower/worse or faster/better by more than the margin: more data cannot make it
@@ -26,8 +26,9 @@ each with probability <= alpha / K, so the probability over the whole sequence i
 whatever the dependence between looks (union bound). Group-sequential boundaries
 (O'Brien-Fleming, alpha spending) would be a little tighter but rest on the normal
 approximation of the shift's distribution; Bonferroni keeps the exact, distribution-free
-signed-rank interval. The price is a wider interval per look (about 30% at K = 4), which
-the early stops more than repay; a fixed-size run is the special case K = 1.
+order-statistic interval (coverage >= its level for any continuous distribution of the
+differences, no symmetry assumed). The price is a wider interval per look (about 30% at
+K = 4), which the early stops more than repay; a fixed-size run is the special case K = 1.
 """
 
 from __future__ import annotations
@@ -124,10 +125,10 @@ class Decision:
         return self.decided and self.look < len(self.plan.looks)
 
 
-def signed_rank_min_n(level: float) -> int:
-    """Fewest paired differences with an exact signed-rank CI at `level` (2^-n <= tail)."""
-    tail = (1.0 - level) / 2.0
-    return max(1, math.ceil(math.log2(1.0 / tail) - 1e-12))
+def min_n(level: float) -> int:
+    """Fewest paired differences with an exact sign-test CI at `level` (2^(1-n) <= 1-level:
+    5 at 90%, 6 at 95%, 7 at 97.5%)."""
+    return stats.median_ci_min_n(level)
 
 
 def classify(ci: stats.CI, region: Region, final: bool) -> str:
@@ -155,7 +156,7 @@ def samples_needed(ci: stats.CI, estimate: float | None, region: Region, n: int,
     as 1/sqrt(n), and a decision needs h below the distance from the estimate to the nearer
     of (a margin bound: equivalence) or 0 (a direction), whichever is larger."""
     if ci.low is None or ci.high is None or estimate is None:
-        return signed_rank_min_n(level)
+        return min_n(level)
     half = (ci.high - ci.low) / 2.0
     room_equivalent = min(region.high - estimate, estimate - region.low)
     target = max(room_equivalent, abs(estimate))
@@ -184,7 +185,7 @@ def run(diffs: Sequence[tuple[int, float]], region_at: Callable[[int], Region],
             break
         final = j == last
         x = values[reps < blocks]
-        shift = stats.paired_shift(x, level)
+        shift = stats.paired_median_shift(x, level)
         region = region_at(blocks)
         verdict = classify(shift.ci, region, final)
         needed = None
@@ -195,6 +196,6 @@ def run(diffs: Sequence[tuple[int, float]], region_at: Callable[[int], Region],
         if decision.decided:
             return decision
     if decision is None:  # no look reached yet
-        shift = stats.paired_shift(values, level)
+        shift = stats.paired_median_shift(values, level)
         return Decision(PENDING, 0, 0, int(values.size), shift.estimate, shift.ci, None, plan)
     return decision

@@ -80,7 +80,9 @@ def test_expected_verdicts_quick() -> None:
     hs = comps[("connection", "handshake_time", "direct", "proxy")]
     assert hs["difference"]["value"] == pytest.approx(20.0, abs=0.5)  # 2 RTTs x 2 x 5 ms
     assert hs["difference"]["ci"]["low"] < 20.0 < hs["difference"]["ci"]["high"]
-    assert hs["difference"]["ci"]["method"] == "Hodges-Lehmann, exact signed-rank"
+    assert hs["difference"]["ci"]["method"] == \
+        "median of paired differences, sign test (interpolated)"
+    assert hs["test"]["ci"]["method"] == "median of paired differences, sign test (exact)"
     assert hs["test"]["test"] == "tost" and hs["verdict"] == "slower"
     # 20 ms against a 0.44 ms margin: decided at the first look, after 20 of 80 blocks, at
     # the Bonferroni alpha of one of four looks
@@ -116,13 +118,13 @@ def test_sweep_points_are_analysed_separately() -> None:
             assert c["verdict"] == "slower"
         elif c["verdict"] != "equivalent":
             undecided.append(c)
-    # one comparison of the synthetic data is too noisy for its 15-block budget: it says
-    # so, with the samples it would need, and the path's aggregate follows it
-    assert [c["verdict"] for c in undecided] == ["undecided"]
-    assert undecided[0]["samples_needed"] > 15
+    # two comparisons of the synthetic data are too noisy for their 30-block budget: they
+    # say so, with the samples they would need, and the path's aggregate names the larger
+    assert [c["verdict"] for c in undecided] == ["undecided", "undecided"]
+    assert all(c["samples_needed"] > 30 for c in undecided)
     agg = analysis["verdicts"]["no_added_delay"]["paths"]["cfr-flow"]
     assert agg["verdict"] == "undecided"
-    assert agg["samples_needed"] == undecided[0]["samples_needed"]
+    assert agg["samples_needed"] == max(c["samples_needed"] for c in undecided)
 
 
 def test_sequential_replay_matches_every_look() -> None:

@@ -290,8 +290,9 @@ def test_sequential_stops_early_when_clear_and_decides_equivalence() -> None:
     equivalent = [d for d in decisions if d.verdict == sequential.EQUIVALENT]
     assert len(equivalent) / len(decisions) >= 0.9
     assert sum(d.stopped_early for d in equivalent) / len(equivalent) >= 0.8
-    far = _simulate(5.0, sequential.LookPlan(60, 10, 0.05), 50, seed=11)
-    assert all(d.verdict == sequential.ABOVE and d.look == 1 and d.blocks == 10 for d in far)
+    far = _simulate(5.0, sequential.LookPlan(60, 10, 0.05), 100, seed=11)
+    assert all(d.verdict == sequential.ABOVE and d.look <= 2 for d in far)
+    assert sum(d.look == 1 and d.blocks == 10 for d in far) >= 90
 
 
 def test_sequential_undecided_names_the_samples_needed() -> None:
@@ -307,7 +308,7 @@ def test_sequential_undecided_names_the_samples_needed() -> None:
     short = sequential.run([(0, 0.1), (1, 0.2)], lambda _b: region, sequential.LookPlan(2, None,
                                                                                       0.05))
     assert short.verdict == sequential.INSUFFICIENT
-    assert short.samples_needed == sequential.signed_rank_min_n(0.90) == 5
+    assert short.samples_needed == sequential.min_n(0.90) == 5
 
 
 def test_sequential_replay_is_the_runner_decision() -> None:

@@ -159,12 +159,12 @@ def quick_definitions() -> list[BenchmarkDefinition]:
 
 
 def sweep_definition() -> BenchmarkDefinition:
-    """latency with a delay sweep, trimmed (connection and ping, 3 paths, 15 blocks with a
-    look every 5) to stay small."""
+    """latency with a delay sweep, trimmed (connection and ping, 3 paths, 30 blocks with a
+    look every 10) to stay small."""
     raw = copy.deepcopy(dict(load_definition(DEFINITIONS_DIR / "latency.toml").raw))
     raw.pop("profiles")
     raw["benchmark"]["paths"] = ["direct", "cfr-flow", "proxy"]
-    raw["measurements"] = [dict(m, repetitions=15, warmup=1, look_every=5)
+    raw["measurements"] = [dict(m, repetitions=30, warmup=1, look_every=10)
                            for m in raw["measurements"]
                            if m["name"] in ("connection", "icmp_rtt")]
     raw["analysis"]["compare"] = [["direct", "cfr-flow"], ["direct", "proxy"]]
