@@ -161,8 +161,14 @@ def test_run_model_small(tmp_path: Path) -> None:
         epoch_lengths_s=(60.0, 600.0),
         target_anonymity=10.0,
         search_subscribers=(3000,),
+        stream_subscribers=3000,
+        stream_hours=2.0,
     )
     res = run_model(mp, tmp_path)
+    stream = res["profiling_stream"]["policies"]
+    assert set(stream) == {"route", "cgn", "cfr-flow", "cfr-epoch"}
+    assert stream["route"]["curves"]["strong"]["points"][-1]["observed_s"] == 7200.0
+    assert "Profiling over 2 h" in (tmp_path / "model.md").read_text()
     for f in res["figures"].values():
         assert (tmp_path / f).stat().st_size > 0
     flow = res["pool_sweep"]["cfr-flow"]
