@@ -202,9 +202,8 @@ TOOLS: dict[str, ToolSpec] = {
             "interfaces) under bulk TCP to the transit router",
             (
                 MetricSpec("forwarding_cost", "ns/packet", "cpu", "lower",
-                           "relay node's kernel time per forwarded packet"),
-                MetricSpec("forwarding_cpu", "cpu_s_per_gbit", "cpu", "lower",
-                           "relay node's kernel time per Gbit of subscriber data"),
+                           "relay node's kernel time per forwarded packet (per Gbit: "
+                           "extra.cpu_s_per_gbit)"),
             ),
             {
                 "streams": _STREAMS,

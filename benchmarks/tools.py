@@ -256,10 +256,10 @@ def relay_cpu(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
 
 
 def forwarding_cost(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
-    """The relay node's own forwarding time per packet and per Gbit, under a bulk TCP load
-    from the subscriber to a sink on the transit router (relay crossed, no delay line
+    """The relay node's own forwarding time per packet (per Gbit in extra), under a bulk TCP
+    load from the subscriber to a sink on the transit router (relay crossed, no delay line
     crossed); see benchmarks/forwarding_cost.py for why and how."""
-    metrics = ("forwarding_cost", "forwarding_cpu")
+    metrics = ("forwarding_cost",)
     duration = float(options.get("duration_s", 2.0))
     argv, cc = _tcp_argv(options, duration)
     if path in ("proxy", "proxy-chain"):

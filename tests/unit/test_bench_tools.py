@@ -61,14 +61,15 @@ def test_estimate_uses_medians_so_one_interrupted_packet_does_not_move_the_cost(
     values, extra = fwd.estimate(packets)
     busy_ns = 4 * 4000 + 2 * 2000
     assert values["forwarding_cost"] == pytest.approx(busy_ns / 6)
-    assert values["forwarding_cpu"] == pytest.approx(busy_ns / 1e9 / (250_000 * 8 / 1e9))
+    assert extra["cpu_s_per_gbit"] == pytest.approx(busy_ns / 1e9 / (250_000 * 8 / 1e9))
     assert extra["packets"] == {"up": 4, "down": 2}
     assert extra["median_ns"] == {"up": 4000.0, "down": 2000.0}
 
 
 def test_estimate_without_forwarded_packets_gives_no_value() -> None:
     values, extra = fwd.estimate(fwd.ForwardedPackets(not_forwarded=3))
-    assert values == {"forwarding_cost": None, "forwarding_cpu": None}
+    assert values == {"forwarding_cost": None}
+    assert "cpu_s_per_gbit" not in extra
     assert extra["not_forwarded"] == 3
 
 
@@ -77,9 +78,9 @@ def test_a_regression_of_twenty_percent_per_packet_shows_as_twenty_percent() -> 
                                 up_bytes=9 * 64_000, down_bytes=7 * 66)
     slower = fwd.ForwardedPackets(up_ns=[6000.0] * 9, down_ns=[3600.0] * 7,
                                   up_bytes=9 * 64_000, down_bytes=7 * 66)
-    for metric in ("forwarding_cost", "forwarding_cpu"):
-        ratio = fwd.estimate(slower)[0][metric] / fwd.estimate(base)[0][metric]
-        assert ratio == pytest.approx(1.2)
+    (v_base, e_base), (v_slow, e_slow) = fwd.estimate(base), fwd.estimate(slower)
+    assert v_slow["forwarding_cost"] / v_base["forwarding_cost"] == pytest.approx(1.2)
+    assert e_slow["cpu_s_per_gbit"] / e_base["cpu_s_per_gbit"] == pytest.approx(1.2)
 
 
 def test_emulator_delta_separates_emulator_drops_from_the_emulated_queue() -> None:
