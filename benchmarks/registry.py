@@ -182,10 +182,12 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "relay_cpu",
-            "CPU time of the forwarding element (relay, NAT, proxy or router) under load",
+            "whole-machine CPU time per Gbit under bulk load (hosts and delay lines included; "
+            "the relay's own cost is forwarding_cost)",
             (
                 MetricSpec(
-                    "cpu_per_gbit", "cpu_s_per_gbit", "cpu", "lower", "CPU seconds per Gbit"
+                    "cpu_per_gbit", "cpu_s_per_gbit", "cpu", "lower",
+                    "whole-machine CPU seconds per Gbit"
                 ),
             ),
             {

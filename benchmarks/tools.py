@@ -237,8 +237,9 @@ def iperf3_udp(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
 
 
 def relay_cpu(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
-    """Whole-machine CPU seconds per Gbit moved through the path (same load on every path,
-    so the difference between paths is what the forwarding element costs)."""
+    """Whole-machine CPU seconds per Gbit moved through the path: every host, router and delay
+    line included, so it is report-only (capacity.toml); the relay node's own cost is
+    `forwarding_cost`."""
     duration = float(options.get("duration_s", 3.0))
     argv, cc = _tcp_argv(options, duration)
     rate = float(options.get("rate_mbit", 0.0))
