@@ -1,7 +1,8 @@
 """Calibrate the delay line on this machine (root): RTT error, TCP throughput, CPU use.
 
     python -m testbed.delayline.bench [--delay-ms 10] [--pings 1000] [--iperf-seconds 10]
-                                      [--spin-us 0] [--repeat 1]
+                                      [--repeat 1] [--variants direct,default,shaped]
+                                      [--rate-mbit 1000] [--queue-packets N]
 
 Builds, for each configuration, three namespaces `dlt<hex>-a`, `-l`, `-b` (A <-> link <-> B,
 delay line in `-l`), or two (`-a`, `-b`, one direct veth pair) for the baseline, with the
@@ -9,7 +10,16 @@ same addresses and offloads, and measures:
 
 * RTT of ICMP echo from A to B with a raw-socket pinger that timestamps in the kernel
   (SO_TIMESTAMPNS), because ping(8) prints a 20 ms RTT with only 0.1 ms resolution;
-* TCP throughput A -> B with iperf3 (-J), and the delay line's CPU time over that run.
+* TCP throughput A -> B with iperf3 (-J, the first --iperf-omit seconds of slow start left
+  out), its retransmits, the delay line's CPU time over that run, and what the delay line
+  dropped: by itself (`emu`: dropped_overload + kernel_drops + tx_errors, which must be 0 on
+  a shaped link) and in the configured queue (`queue`: the emulated bottleneck's drops).
+
+Variants: `direct` (veth pair), `none` (delay line, no emulation), `default` (the delay
+only, unshaped: the delay line's own forwarding capacity sets the TCP rate), `shaped` (the
+subscriber case: the delay and --rate-mbit in each direction, shaped by the delay line's own
+scheduler with a queue of --queue-packets, by default one bandwidth-delay product of the
+round trip), `spin0`, `nort`.
 
 The RTT error is RTT - (2 * delay + median RTT of the direct veth pair). Everything the script
 creates is removed in `finally`, and it never touches namespaces it did not create.
@@ -21,6 +31,7 @@ import argparse
 import contextlib
 import ctypes
 import json
+import math
 import os
 import secrets
 import select
@@ -330,8 +341,9 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def iperf(net: DelayNet, seconds: int) -> tuple[float, int, float | None]:
-    """TCP A -> B: throughput (Mbit/s, receiver side), retransmits, delay line CPU (% of a core)."""
+def iperf(net: DelayNet, seconds: int, omit: int = 0) -> tuple[float, int, float | None]:
+    """TCP A -> B: throughput (Mbit/s, receiver side, the first `omit` seconds left out),
+    retransmits, delay line CPU (% of a core)."""
     server = subprocess.Popen(
         nsexec(net.b, "iperf3", "-s", "-1", "-B", V4_B),
         stdout=subprocess.DEVNULL,
@@ -341,7 +353,7 @@ def iperf(net: DelayNet, seconds: int) -> tuple[float, int, float | None]:
         time.sleep(0.3)
         cpu0 = proc_cpu_seconds(net.proc.pid) if net.proc else 0.0
         t0 = time.monotonic()
-        argv = ["iperf3", "-c", V4_B, "-t", str(seconds), "-J"]
+        argv = ["iperf3", "-c", V4_B, "-t", str(seconds), "-O", str(omit), "-J"]
         out = subprocess.run(nsexec(net.a, *argv), capture_output=True, text=True, check=False)
         elapsed = time.monotonic() - t0
         cpu = None
@@ -404,13 +416,33 @@ def measure(variant: Variant, opts: argparse.Namespace, rep: int) -> dict:
             row["rx_wait_p50_us"] = max(
                 stats["a2b"]["rx_wait_p50_us"], stats["b2a"]["rx_wait_p50_us"]
             )
+        before = net.read_stats() if net.proc is not None else None
+        t0 = time.monotonic()
         if not opts.no_iperf:
-            row["tcp_mbit"], row["retransmits"], row["tcp_cpu_pct"] = iperf(net, opts.iperf_seconds)
-        if net.proc is not None:
+            row["tcp_mbit"], row["retransmits"], row["tcp_cpu_pct"] = iperf(
+                net, opts.iperf_seconds, opts.iperf_omit
+            )
+        if net.proc is not None and before is not None:
             stats = net.read_stats()
-            for key in ("oversize", "kernel_drops", "dropped_overload", "tx_errors"):
+            # Whole-run figures (pings included): a drop at any time counts.
+            for key in (*EMULATOR_DROPS, "oversize", "dropped_queue", "dropped_loss"):
                 row[key] = stats["a2b"][key] + stats["b2a"][key]
+            row["emulator_drops"] = sum(row[key] for key in EMULATOR_DROPS)
+            # Frames the link carried A -> B during iperf3, at layer 2 (what a rate limits).
+            sent = stats["a2b"]["tx_bytes"] - before["a2b"]["tx_bytes"]
+            row["l2_mbit"] = 8 * sent / (time.monotonic() - t0) / 1e6
         return row
+
+
+# The delay line's own drops (see testbed.calibration.EMULATOR_DROP_COUNTERS).
+EMULATOR_DROPS = ("dropped_overload", "kernel_drops", "tx_errors")
+FRAME_BYTES = 1514  # a full-size frame on a 1500-byte MTU link, Ethernet header included
+
+
+def bdp_packets(rate_mbit: float, rtt_ms: float) -> int:
+    """Full-size frames in one bandwidth-delay product: a drop-tail queue this deep keeps a
+    single CUBIC/Reno flow from draining the link after it halves its window."""
+    return max(1, math.ceil(rate_mbit * 1e6 * rtt_ms / 1e3 / 8 / FRAME_BYTES))
 
 
 def _fmt(value: float | None, width: int, digits: int) -> str:
@@ -427,14 +459,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pings", type=int, default=1000)
     parser.add_argument("--interval", type=float, default=0.01)
     parser.add_argument("--iperf-seconds", type=int, default=10)
+    parser.add_argument(
+        "--iperf-omit", type=int, default=1, help="seconds of slow start left out of TCP rates"
+    )
+    parser.add_argument(
+        "--rate-mbit", type=float, default=1000.0, help="rate of the shaped variant, each way"
+    )
+    parser.add_argument(
+        "--queue-packets",
+        type=int,
+        default=None,
+        help="queue of the shaped variant (default: one bandwidth-delay product of the RTT)",
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--binary", default=None, help="delayline binary (default build/bin)")
     parser.add_argument("--no-iperf", action="store_true")
     parser.add_argument(
         "--variants",
         default="direct,none,default,spin0,nort",
-        help="comma list of: direct, none (delay line, no emulation), default, spin0 (--spin-us 0),"
-        " nort (--rt-priority 0)",
+        help="comma list of: direct, none (delay line, no emulation), default (delay only),"
+        " shaped (delay + --rate-mbit), spin0 (--spin-us 0), nort (--rt-priority 0)",
     )
     opts = parser.parse_args(args)
     if os.geteuid() != 0:
@@ -444,13 +488,19 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     spec = DirectionSpec(delay_ms=opts.delay_ms)
     d = f"{opts.delay_ms:g}ms"
+    queue = opts.queue_packets or bdp_packets(opts.rate_mbit, 2 * opts.delay_ms)
+    shaped = DirectionSpec(delay_ms=opts.delay_ms, rate_mbit=opts.rate_mbit, queue_packets=queue)
     catalogue = {
         "direct": Variant("direct veth", None),
         "none": Variant("delayline none", DirectionSpec()),
         "default": Variant(f"dl {d}", spec),
+        "shaped": Variant(f"dl {d} {opts.rate_mbit:g}M", shaped),
         "spin0": Variant(f"dl {d} spin0", spec, ("--spin-us", "0")),
         "nort": Variant(f"dl {d} nort", spec, ("--rt-priority", "0")),
     }
+    unknown = [n for n in opts.variants.split(",") if n not in catalogue]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; allowed {', '.join(catalogue)}")
     variants = [catalogue[name] for name in opts.variants.split(",")]
     rows = []
     for rep in range(opts.repeat):
@@ -462,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'rep':>3} {'config':<18} {'med RTT':>8} {'p99 RTT':>8} {'med err':>8} {'p99 err':>8} "
         f"{'lost':>4} {'v6 med':>7} {'cpu%':>5} {'late50':>6} {'late99':>6} {'rxw50':>5} "
-        f"{'TCP Mbit':>8} {'retr':>6} {'cpu%':>5} {'ovl':>6}"
+        f"{'TCP Mbit':>8} {'L2 Mbit':>7} {'retr':>6} {'cpu%':>5} {'emu':>6} {'queue':>6}"
     )
     for r in sorted(rows, key=lambda r: (r["rep"], r["config"])):
         target = 2 * r["delay_ms"] + base.get(r["rep"], 0.0)
@@ -472,10 +522,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['lost']:>4} {_fmt(r['rtt6_median_ms'], 7, 3)} {_fmt(r['ping_cpu_pct'], 5, 1)} "
             f"{_fmt(r.get('late_p50_us'), 6, 0)} {_fmt(r.get('late_p99_us'), 6, 0)} "
             f"{_fmt(r.get('rx_wait_p50_us'), 5, 0)} "
-            f"{_fmt(r.get('tcp_mbit'), 8, 1)} {r.get('retransmits', '-'):>6} "
-            f"{_fmt(r.get('tcp_cpu_pct'), 5, 1)} {r.get('dropped_overload', '-'):>6}"
+            f"{_fmt(r.get('tcp_mbit'), 8, 1)} {_fmt(r.get('l2_mbit'), 7, 1)} "
+            f"{r.get('retransmits', '-'):>6} {_fmt(r.get('tcp_cpu_pct'), 5, 1)} "
+            f"{r.get('emulator_drops', '-'):>6} {r.get('dropped_queue', '-'):>6}"
         )
-    print("errors are against 2 x delay + the direct veth median of the same repetition")
+    print("errors are against 2 x delay + the direct veth median of the same repetition;")
+    print(f"TCP rates leave out the first {opts.iperf_omit} s; L2 Mbit: frames A -> B over the")
+    print("whole iperf3 run; emu: frames the delay line dropped itself (must be 0 when shaped);")
+    print(
+        f"queue: drops of the emulated queue (shaped: {queue} packets at {opts.rate_mbit:g} Mbit/s)"
+    )
     print(json.dumps(rows), file=sys.stderr)
     return 0
 
