@@ -167,8 +167,9 @@ def test_fingerprints_separate_device_classes_under_cfr_flow(replays):
     assert np.unique(ttl).size == 2
     for c in np.unique(ttl):
         assert np.unique(cls[ttl == c]).size == 1
-    # so do the SYN shape and the TLS groups, and their combination never mixes classes
-    for name in ("fp-syn", "fp-groups", "fp+combined"):
+    # so do the SYN shape, the TLS groups and the HTTP/2 SETTINGS; the combination never
+    # mixes classes
+    for name in ("fp-syn", "fp-groups", "fp-h2", "fp+combined"):
         assert report[name][1], (name, report[name])
     # the address linker, by contrast, mixes the classes (aliases are shared)
     addr = linkers.same_address(ft)
