@@ -12,6 +12,9 @@ behind the population host (``testbed.devices``), with the stack settings and TL
 its device class (assigned by a seeded hash of the device name), so that the front door's
 fingerprint linkers (``benchmarks.linkability.fingerprints``) face a population that differs
 the way real devices do. Every device keeps one TLS session cache for all its addresses.
+Not emulated: per-line access delays (every device shares the population host's access
+link, so the handshake-RTT signal sees one path) and per-device TCP timestamp clocks (one
+kernel: a class with ``tcp_timestamps=2`` shares the machine's clock).
 """
 
 from __future__ import annotations
