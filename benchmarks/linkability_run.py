@@ -262,28 +262,36 @@ def run_linkability(base: Scenario, params: LinkabilityParams, run_dir: Path,
     if bring_up is not None:
         section["device_namespaces"] = {"devices": bring_up.devices,
                                         "bring_up_s": round(bring_up.total_s, 3)}
-    for pol, auc in oracle_ceilings(section).items():
-        if auc is None:
-            console.print(f"      {pol:10} oracle trait-AUC ceiling undefined (no trait "
-                          "household, or only trait households, among those seen)")
-            continue
-        console.print(f"      {pol:10} oracle trait-AUC ceiling {auc:.3f}"
-                      + ("  (short run: the ceiling is below 1, no adversary can do better)"
-                         if auc < 0.95 else ""))
+    for pol, by_trait in oracle_ceilings(section).items():
+        shown = ", ".join(f"{t} {'undefined' if a is None else f'{a:.3f}'}"
+                          for t, a in by_trait.items())
+        low = any(a is not None and a < 0.95 for a in by_trait.values())
+        console.print(f"      {pol:10} oracle trait-AUC ceiling: {shown}"
+                      + ("  (below 1: no adversary can do better on this trace)" if low
+                         else ""))
     if params.model != "none":
         mp = ModelParams.quick() if params.model == "quick" else ModelParams()
         section["model"] = run_model(mp, run_dir)
     return section
 
 
-def oracle_ceilings(section: dict) -> dict[str, float | None]:
-    """The oracle's trait AUC per policy (join by true household: what a perfect linker
-    would reach with this trace; None when undefined); a short run says here why it cannot
-    profile."""
-    out: dict[str, float | None] = {}
+def oracle_ceilings(section: dict) -> dict[str, dict[str, float | None]]:
+    """The oracle's trait AUC per policy and trait (every flow joined to its true household:
+    what a perfect linker reaches with this trace; None when undefined, e.g. no trait
+    household seen). The Bayes-optimal oracle of the trait adversaries
+    (``section["adversary"][policy]["trait_attack"][trait]["oracle"]``) when present, else
+    the evaluation's ``trait_ceiling``. A short run says here why it cannot profile."""
+    out: dict[str, dict[str, float | None]] = {}
+
+    def num(x: object) -> float | None:
+        return float(x) if isinstance(x, (int, float)) else None
+
+    for pol, a in (section.get("adversary") or {}).items():
+        attack = a.get("trait_attack") if isinstance(a, dict) else None
+        for trait, res in (attack or {}).items():
+            if isinstance(res, dict) and isinstance(res.get("oracle"), dict):
+                out.setdefault(pol, {})[trait] = num(res["oracle"].get("auc"))
     for pol, r in (section.get("policies") or {}).items():
-        if not isinstance(r, dict) or "trait_ceiling" not in r:
-            continue
-        auc = (r.get("trait_ceiling") or {}).get("auc")
-        out[pol] = float(auc) if isinstance(auc, (int, float)) else None
+        if pol not in out and isinstance(r, dict) and "trait_ceiling" in r:
+            out[pol] = {"trait": num((r.get("trait_ceiling") or {}).get("auc"))}
     return out

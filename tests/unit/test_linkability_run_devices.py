@@ -50,5 +50,10 @@ def test_device_specs_one_namespace_per_device_with_all_its_addresses() -> None:
 def test_oracle_ceilings_reads_each_policy() -> None:
     section = {"policies": {"route": {"trait_ceiling": {"auc": 0.81}},
                             "cfr-flow": {"trait_ceiling": {"auc": None}},
-                            "cgn": {"error": "no joined flows"}}}
-    assert oracle_ceilings(section) == {"route": 0.81, "cfr-flow": None}
+                            "cgn": {"error": "no joined flows"}},
+               "adversary": {"route": {"trait_attack": {
+                   "epoch": {"by_family": {}},
+                   "strong": {"oracle": {"auc": 0.97}}, "weak": {"oracle": {"auc": None}}}}}}
+    # the trait adversaries' Bayes-optimal oracle wins where it exists
+    assert oracle_ceilings(section) == {"route": {"strong": 0.97, "weak": None},
+                                        "cfr-flow": {"trait": None}}
