@@ -30,6 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.linkability import linkers as lk
+from benchmarks.linkability.adversary import (
+    TraitSpec,
+    adversary_cells,
+    cell_key,
+    infer_epoch,
+    trait_attack,
+)
+from benchmarks.linkability.belief import sender_posteriors
+from benchmarks.linkability.flows import FlowTable
 from benchmarks.linkability.metrics import (
     destination_exposure,
     median_anonymity,
@@ -115,7 +124,67 @@ def light_metrics(trace: Trace, policy: str, p: SimParams) -> dict:
         "exposure_share": destination_exposure(ft.household, ft.site, ft.addr).share_mean,
         "flows": len(ft),
         "pool": p.pool_size(),
+        **belief_metrics(trace, policy, p, ft),
     }
+
+
+BELIEF_MAX_FLOWS = 5_000_000
+
+
+def belief_metrics(trace: Trace, policy: str, p: SimParams, ft: FlowTable) -> dict:
+    """The issue-15 answers for sweeps: named-household trait AUC (with CI, TPR at 1 % FPR)
+    and the adversary's mean degree of anonymity; skipped (None) above BELIEF_MAX_FLOWS
+    flows, where the streamed model (``streaming.py``) answers instead."""
+    if len(ft) > BELIEF_MAX_FLOWS:
+        return {"named_auc": None, "named_auc_ci": None, "named_tpr": None, "degree": None}
+    named = ~ft.sensitive
+    epoch = infer_epoch(ft, named, key=cell_key(ft, policy))
+    cells = adversary_cells(ft, policy, epoch)
+    res = trait_attack(
+        ft,
+        [TraitSpec("strong", trace.trait, ft.sensitive)],
+        policy,
+        epoch,
+        classifier=False,
+        resamples=200,
+    )["strong"]["named_household"]
+    bel = sender_posteriors(ft, cells, named, resamples=20)
+    fams = [bel[f] for f in ("ipv4", "ipv6") if f in bel]
+    degree = float(np.mean([f["degree_mean"] for f in fams])) if fams else float("nan")
+    return {
+        "named_auc": res["auc"],
+        "named_auc_ci": res["auc_ci"],
+        "named_tpr": res["tpr_at_fpr"],
+        "degree": degree,
+    }
+
+
+def required_pool_profiling(
+    p: SimParams, policy: str, max_auc: float = 0.6, trace: Trace | None = None
+) -> dict:
+    """Largest pool (of a doubling grid) whose named-household AUC CI stays below ``max_auc``.
+
+    The anonymity-set search answers "how many households share an alias"; this one answers
+    the question the CFR is for: up to which pool does profiling stay near chance. The grid
+    is coarse (doublings) because each point costs a full trait attack.
+    """
+    trace = trace if trace is not None else generate_trace(p)
+    grid, n = [], 1
+    while n <= max(2, int(p.subscribers)):
+        grid.append(n)
+        n *= 2
+    evals = {}
+    best = None
+    for n in grid:
+        q = with_params(p, pool=n)
+        m = belief_metrics(trace, policy, q, apply_policy(trace, policy, q))
+        evals[str(n)] = {"auc": m["named_auc"], "auc_ci": m["named_auc_ci"], "degree": m["degree"]}
+        hi = (m["named_auc_ci"] or [None, None])[1]
+        if hi is not None and hi < max_auc:
+            best = n
+        elif best is not None:
+            break
+    return {"policy": policy, "max_auc": max_auc, "pool": best, "evaluations": evals}
 
 
 def sweep_pool(mp: ModelParams, trace: Trace | None = None) -> dict:
@@ -402,6 +471,9 @@ def run_model(params: ModelParams | dict | None, out_dir: str | Path) -> dict:
             searches.append(required_pool(p, pol, mp.target_anonymity, tr))
         del tr
     result["required_pool"] = searches
+    result["required_pool_profiling"] = [
+        required_pool_profiling(mp.base, pol, trace=trace) for pol in mp.search_policies
+    ]
     result["search_time_s"] = time.perf_counter() - t
 
     figs = {
@@ -484,22 +556,54 @@ def model_markdown(result: dict) -> str:
             lines.append(f"| – | {r['policy']} | {r['target']:g} | unreachable | – | – |")
     lines += [
         "",
+        "## Pool size on the profiling adversary",
+        "",
+        "Largest pool (doubling grid) whose named-household trait AUC stays below 0.6 with "
+        "its CI (base trace).",
+        "",
+        "| policy | largest pool | AUC there [CI] |",
+        "|---|---|---|",
+    ]
+    for r in result.get("required_pool_profiling", []):
+        ev = r["evaluations"].get(str(r["pool"]), {}) if r["pool"] else {}
+        ci = ev.get("auc_ci") or [None, None]
+        auc = (
+            f"{ev['auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+            if ev.get("auc") is not None and ci[0] is not None
+            else "–"
+        )
+        lines.append(f"| {r['policy']} | {r['pool'] or 'none'} | {auc} |")
+    lines += [
+        "",
         "## Epoch length (cfr-epoch)",
         "",
         "| epoch s | median anonymity | addr precision | addr recall | best linker | "
-        "best precision | trait AUC |",
-        "|---|---|---|---|---|---|---|",
+        "best precision | trait AUC (first visit) | named-household AUC [CI] | TPR@1%FPR | "
+        "degree |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for pt in result["epoch_sweep"]:
         lines.append(
             f"| {pt['epoch_s']:g} | {pt['anonymity_median']:g} | {pt['precision']:.3f} | "
             f"{pt['recall']:.3f} | {pt['best_linker']} | {pt['best_precision']:.3f} | "
-            f"{pt['trait_auc']:.3f} |"
+            f"{pt['trait_auc']:.3f} | {_named(pt)} |"
         )
     lines.append("")
     lines += stream_markdown(result.get("profiling_stream"))
     lines += [f"![{k}]({v})" for k, v in result["figures"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _named(pt: dict) -> str:
+    """'AUC [CI] | TPR | degree' cells of a sweep point (– when not computed)."""
+    ci = pt.get("named_auc_ci") or [None, None]
+    if pt.get("named_auc") is None or ci[0] is None:
+        return "– | – | –"
+    deg = pt.get("degree")
+    return (
+        f"{pt['named_auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {pt['named_tpr']:.3f} | "
+        f"{'–' if deg is None else f'{deg:.2f}'}"
+    )
 
 
 def _ci_s(x: dict, key: str, ci_key: str) -> str:
