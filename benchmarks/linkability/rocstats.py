@@ -12,7 +12,8 @@ household's score is one observation); positives and negatives are resampled sep
   positive at all; ``negatives`` is reported so a reader sees the resolution.
 * ``roc_summary``: both figures with percentile bootstrap CIs (``level``, default 95 %) and a
   verdict against chance: ``above chance`` when the AUC CI lies above 0.5, ``at chance``
-  when it contains 0.5, ``below chance`` otherwise.
+  when it contains 0.5, ``below chance`` otherwise. With ``resamples`` 0 (used above ~2x10^5
+  households, where the CI is narrow anyway) the CIs are analytic (Hanley-McNeil, Wilson).
 """
 
 from __future__ import annotations
@@ -72,9 +73,11 @@ def roc_summary(
         "level": level,
         "resamples": resamples,
     }
-    if pos.size == 0 or neg.size == 0 or resamples < 1:
+    if pos.size == 0 or neg.size == 0:
         out.update(auc_ci=[None, None], tpr_at_fpr_ci=[None, None], verdict="undefined")
         return out
+    if resamples < 1:
+        return _analytic(out, level)
     rng = np.random.default_rng(seed)
     pi = pos[rng.integers(0, pos.size, (resamples, pos.size))]
     ni = neg[rng.integers(0, neg.size, (resamples, neg.size))]
@@ -90,6 +93,29 @@ def roc_summary(
     tlo, thi = np.quantile(tprs, [a, 1 - a])
     out["auc_ci"] = [float(lo), float(hi)]
     out["tpr_at_fpr_ci"] = [float(tlo), float(thi)]
+    out["verdict"] = "above chance" if lo > 0.5 else ("at chance" if hi >= 0.5 else "below chance")
+    return out
+
+
+def _analytic(out: dict, level: float) -> dict:
+    """Normal-approximation CIs for very large samples (bootstrap sorts cost too much):
+    Hanley-McNeil for the AUC, Wilson for TPR over the positives (the threshold's own
+    uncertainty, from ~10^5+ negatives, is neglected)."""
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + level / 2))
+    a, n_pos, n_neg = out["auc"], out["positives"], out["negatives"]
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (n_pos * n_neg)
+    se = float(np.sqrt(max(var, 0.0)))
+    lo, hi = max(0.0, a - z * se), min(1.0, a + z * se)
+    t = out["tpr_at_fpr"]
+    c = n_pos + z * z
+    mid = (t * n_pos + z * z / 2) / c
+    half = z * np.sqrt(t * (1 - t) * n_pos + z * z / 4) / c
+    out["auc_ci"] = [lo, hi]
+    out["tpr_at_fpr_ci"] = [float(max(0.0, mid - half)), float(min(1.0, mid + half))]
+    out["ci_method"] = "analytic"
     out["verdict"] = "above chance" if lo > 0.5 else ("at chance" if hi >= 0.5 else "below chance")
     return out
 
