@@ -53,9 +53,13 @@ line's own scheduler, so its queue (``queue_packets``; give it one bandwidth-del
 the round trip, ~1700 full frames at 1 Gbit/s and 20 ms) is the only place that should drop.
 With a rate, the forwarder's own backlog may grow to 100 ms of frames at that rate before it
 drops (``dropped_overload``), so a CPU stall of the shared machine makes frames late (see
-``late_*``) instead of lost. Measured on 2 vCPUs (bench.py, ``--variants shaped``): 1 Gbit/s
-with 10 ms each way carries TCP with no emulator drop; without a rate the delay line's own
-forwarding capacity sets the TCP rate (about 1.3 Gbit/s on a quiet machine, with
+``late_*``) instead of lost. Measured on 2 vCPUs shared with other work (load 6-10;
+``python -m testbed.delayline.bench --variants shaped``): 1 Gbit/s with 10 ms each way and a
+BDP queue carried TCP at 0.78-0.92 Gbit/s (iperf3 goodput, whose ceiling is 0.957 Gbit/s with
+1514-byte frames) with no emulator drop, where a frame-at-a-time receive and send dropped
+20,000-60,000 frames in 10 s. TCP through a delay line is CPU-bound on such a machine: the
+delay line, both TCP stacks and the traffic tools share two cores. Without a rate the
+delay line's own forwarding capacity sets the TCP rate (0.68-0.85 Gbit/s at that load, with
 ``dropped_overload``), so unshaped throughput through a delay line measures the emulator.
 
 This module is imported by Mininet topology code under the system python: stdlib only.
