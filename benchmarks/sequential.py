@@ -16,9 +16,11 @@ The procedure (one comparison = one metric of one path pair, B relative to A):
 - decided at look j when the CI lies inside the region (equivalent), or wholly beyond it
   (slower/worse or faster/better by more than the margin: more data cannot make it
   equivalent);
-- at the last look (budget spent): inside -> equivalent; excluding 0 -> slower/faster; else
-  `undecided`, with the samples per path a decision would need, extrapolated from the CI
-  half-width (which shrinks about as 1/sqrt(n)).
+- at the last look (budget spent) the same two outcomes, else `undecided`, with the samples
+  per path a decision would need, extrapolated from the CI half-width (which shrinks about
+  as 1/sqrt(n)). An interval that excludes 0 but reaches past a margin bound is undecided,
+  not "slower": slower claims a difference beyond the margin, the one a user cares about,
+  and a real difference smaller than the margin ends `equivalent` with enough samples.
 
 Error control: alpha_j = alpha / K for K planned looks (Bonferroni). A false claim of
 equivalence at any look needs one of the K one-sided tests at that look to reject wrongly,
@@ -141,25 +143,18 @@ def classify(ci: stats.CI, region: Region, final: bool) -> str:
         return ABOVE
     if ci.high < region.low:
         return BELOW
-    if not final:
-        return PENDING
-    if ci.low > 0:
-        return ABOVE
-    if ci.high < 0:
-        return BELOW
-    return UNDECIDED
+    return UNDECIDED if final else PENDING
 
 
 def samples_needed(ci: stats.CI, estimate: float | None, region: Region, n: int,
                    level: float) -> int | None:
     """Samples per path to decide, from the observed CI: the half-width h at n shrinks about
-    as 1/sqrt(n), and a decision needs h below the distance from the estimate to the nearer
-    of (a margin bound: equivalence) or 0 (a direction), whichever is larger."""
+    as 1/sqrt(n), and a decision needs h below the estimate's distance to the nearer margin
+    bound (inside the region: equivalence; outside: beyond the margin)."""
     if ci.low is None or ci.high is None or estimate is None:
         return min_n(level)
     half = (ci.high - ci.low) / 2.0
-    room_equivalent = min(region.high - estimate, estimate - region.low)
-    target = max(room_equivalent, abs(estimate))
+    target = abs(min(region.high - estimate, estimate - region.low))
     if target <= 0 or half <= 0:
         return None
     return max(n + 1, math.ceil(n * (half / target) ** 2))

@@ -328,3 +328,20 @@ def test_sequential_replay_is_the_runner_decision() -> None:
     assert online == offline
     assert sequential.run(diffs[:5], lambda _b: region, plan, available_blocks=5).verdict == \
         sequential.PENDING
+
+
+def test_slower_means_beyond_the_margin_not_merely_above_zero() -> None:
+    """At the budget, an interval above 0 that still reaches past the margin is undecided
+    (the path may be slower by less than the margin); only one wholly beyond it is slower."""
+    region = sequential.Region(-0.5, 0.5, 0.5, False)
+    straddles = stats.CI(0.1, 0.9, 0.9)
+    assert sequential.classify(straddles, region, final=True) == sequential.UNDECIDED
+    assert sequential.classify(straddles, region, final=False) == sequential.PENDING
+    assert sequential.classify(stats.CI(0.6, 0.9, 0.9), region, final=False) == \
+        sequential.ABOVE
+    assert sequential.classify(stats.CI(-0.9, -0.6, 0.9), region, final=True) == \
+        sequential.BELOW
+    assert sequential.classify(stats.CI(-0.4, 0.45, 0.9), region, final=False) == \
+        sequential.EQUIVALENT
+    # half-width 0.4 at n = 40, estimate 0.2 from the nearer bound: (0.4 / 0.2)^2 x 40
+    assert sequential.samples_needed(stats.CI(-0.1, 0.7, 0.9), 0.3, region, 40, 0.9) == 160
