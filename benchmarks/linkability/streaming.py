@@ -72,6 +72,7 @@ class StreamParams:
     checkpoints_h: tuple[float, ...] = (1, 2, 4, 8, 12, 24)
     workers: int = 2
     resamples: int = 50  # bootstrap; 0 above ANALYTIC_ABOVE households (analytic CIs)
+    progress: bool = False  # one line per window on stderr (long runs)
 
 
 @dataclass
@@ -157,71 +158,111 @@ def _add(acc: dict | None, comp: dict) -> dict:
     return acc
 
 
-def stream_policy(sp: StreamParams, policy: str) -> dict:
-    """One policy over the day: checkpoints of the trait adversary with CIs, and timing."""
+class _PolicyState:
+    """What one policy keeps across windows: per-household component sums and checkpoints."""
+
+    def __init__(self, policy: str) -> None:
+        self.policy = policy
+        self.acc: dict[str, dict | None] = {"strong": None, "weak": None}
+        self.oracle: dict[str, dict | None] = {"strong": None, "weak": None}
+        self.rates: dict[str, Rates] = {}
+        self.epoch = None
+        self.points: dict[str, list] = {"strong": [], "weak": []}
+        self.flows = 0
+        self.cpu_s = 0.0
+
+
+def stream_policies(sp: StreamParams, policies: tuple[str, ...]) -> list[dict]:
+    """Policies over the day, each window generated once and shared by the policies."""
     p = sp.base
     hh = _households(p)
     n_h = int(p.subscribers)
     n_win = int(np.ceil(p.duration_s / sp.window_s))
-    acc: dict[str, dict | None] = {"strong": None, "weak": None}
-    rates: dict[str, Rates] = {}
-    epoch = None
-    points: dict[str, list] = {"strong": [], "weak": []}
-    oracle_acc: dict[str, dict | None] = {"strong": None, "weak": None}
-    t_start, cpu0 = time.perf_counter(), time.process_time()
-    flows = 0
+    states = [_PolicyState(pol) for pol in policies]
     checkpoints = {int(round(c * 3600 / sp.window_s)) for c in sp.checkpoints_h}
     resamples = 0 if n_h > ANALYTIC_ABOVE else sp.resamples
+    t_start = time.perf_counter()
+    gen_cpu = 0.0
+    truths = {"strong": hh.trait, "weak": hh.weak}
     for w in range(n_win):
+        c0 = time.process_time()
         tr = _window(p, hh, w, w * sp.window_s, sp.window_s)
-        ft: FlowTable = apply_policy(tr, policy, p)
-        flows += len(ft)
         signals = {"strong": tr.sensitive, "weak": _weak_signal(p, tr.site)}
         named = ~(signals["strong"] | signals["weak"])
-        if epoch is None:
-            epoch = infer_epoch(ft, named, key=cell_key(ft, policy))
-        cells = adversary_cells(ft, policy, epoch)
-        for name, sig in signals.items():
-            truth = hh.trait if name == "strong" else hh.weak
-            if name not in rates:
-                rates[name] = true_rates(ft, truth, sig, named)
-            comp = score_components(ft, cells, sig, named, n_h, rates[name])
-            acc[name] = _add(acc[name], comp)
-            ocomp = oracle_components(ft, sig, named, n_h, rates[name])
-            oracle_acc[name] = _add(oracle_acc[name], ocomp)
-        del tr, ft, cells, signals, named
-        if (w + 1) in checkpoints:
-            for name in ("strong", "weak"):
-                truth = hh.trait if name == "strong" else hh.weak
-                score, ev = finish_scores(acc[name])  # type: ignore[arg-type]
-                oscore, oev = finish_scores(oracle_acc[name])  # type: ignore[arg-type]
-                ev &= oev
-                points[name].append(
-                    {
-                        "observed_s": (w + 1) * sp.window_s,
-                        "named_household": roc_summary(
-                            score[ev], truth[ev], resamples=resamples, seed=w
-                        ),
-                        "oracle": roc_summary(oscore[ev], truth[ev], resamples=resamples, seed=w),
-                    }
-                )
-    return {
-        "policy": policy,
-        "flows": flows,
-        "epoch": None if epoch is None else epoch.as_dict(),
-        "rates": {k: asdict(v) for k, v in rates.items()},
-        "curves": {k: {"points": v} for k, v in points.items()},
-        "wall_s": time.perf_counter() - t_start,
-        "cpu_s": time.process_time() - cpu0,
-        "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-    }
+        gen_cpu += time.process_time() - c0
+        for st in states:
+            c1 = time.process_time()
+            ft: FlowTable = apply_policy(tr, st.policy, p)
+            st.flows += len(ft)
+            if st.epoch is None:
+                st.epoch = infer_epoch(ft, named, key=cell_key(ft, st.policy))
+            cells = adversary_cells(ft, st.policy, st.epoch)
+            for name, sig in signals.items():
+                if name not in st.rates:
+                    st.rates[name] = true_rates(ft, truths[name], sig, named)
+                comp = score_components(ft, cells, sig, named, n_h, st.rates[name])
+                st.acc[name] = _add(st.acc[name], comp)
+                ocomp = oracle_components(ft, sig, named, n_h, st.rates[name])
+                st.oracle[name] = _add(st.oracle[name], ocomp)
+            del ft, cells
+            if (w + 1) in checkpoints:
+                for name, truth in truths.items():
+                    score, ev = finish_scores(st.acc[name])  # type: ignore[arg-type]
+                    oscore, oev = finish_scores(st.oracle[name])  # type: ignore[arg-type]
+                    ev &= oev
+                    st.points[name].append(
+                        {
+                            "observed_s": (w + 1) * sp.window_s,
+                            "named_household": roc_summary(
+                                score[ev], truth[ev], resamples=resamples, seed=w
+                            ),
+                            "oracle": roc_summary(
+                                oscore[ev], truth[ev], resamples=resamples, seed=w
+                            ),
+                        }
+                    )
+            st.cpu_s += time.process_time() - c1
+        del tr, signals, named
+        if sp.progress:
+            import sys
+
+            cpu = ", ".join(f"{st.policy} {st.cpu_s:.0f}" for st in states)
+            print(
+                f"window {w + 1}/{n_win}: {time.perf_counter() - t_start:.0f} s wall; "
+                f"CPU s: generation {gen_cpu:.0f}, {cpu}",
+                file=sys.stderr,
+                flush=True,
+            )
+    wall = time.perf_counter() - t_start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return [
+        {
+            "policy": st.policy,
+            "flows": st.flows,
+            "epoch": None if st.epoch is None else st.epoch.as_dict(),
+            "rates": {k: asdict(v) for k, v in st.rates.items()},
+            "curves": {k: {"points": v} for k, v in st.points.items()},
+            "cpu_s": st.cpu_s,
+            "generation_cpu_s_shared": gen_cpu,
+            "worker_wall_s": wall,
+            "wall_s": wall,
+            "max_rss_gib": rss,
+            "worker_policies": list(policies),
+        }
+        for st in states
+    ]
+
+
+def stream_policy(sp: StreamParams, policy: str) -> dict:
+    """One policy over the day (see ``stream_policies``)."""
+    return stream_policies(sp, (policy,))[0]
 
 
 _STATE: dict = {}
 
 
-def _forked(policy: str) -> dict:
-    return stream_policy(_STATE["sp"], policy)
+def _forked(policies: tuple[str, ...]) -> list[dict]:
+    return stream_policies(_STATE["sp"], policies)
 
 
 def stream_profile(sp: StreamParams | None = None) -> dict:
@@ -238,12 +279,13 @@ def stream_profile(sp: StreamParams | None = None) -> dict:
         _STATE["sp"] = sp
         try:
             ctx = multiprocessing.get_context("fork")
+            groups = tuple(tuple(sp.policies[i :: sp.workers]) for i in range(sp.workers))
             with ProcessPoolExecutor(max_workers=sp.workers, mp_context=ctx) as ex:
-                runs = list(ex.map(_forked, sp.policies))
+                runs = [r for group in ex.map(_forked, groups) for r in group]
         finally:
             _STATE.clear()
     else:
-        runs = [stream_policy(sp, pol) for pol in sp.policies]
+        runs = stream_policies(sp, sp.policies)
     for r in runs:
         for c in r["curves"].values():
             c["time_to_profiling_s"] = summarise_curve(c["points"])
