@@ -100,7 +100,7 @@ class EpochEstimate:
     by_family: dict[int, float | None]
     method: dict[int, str]
     containment: dict[int, dict[float, float]] = field(default_factory=dict)
-    purity: dict[int, dict[str, float]] = field(default_factory=dict)
+    consistency: dict[int, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 import resource
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -291,7 +291,7 @@ def stream_profile(sp: StreamParams | None = None) -> dict:
             c["time_to_profiling_s"] = summarise_curve(c["points"])
             c["oracle_time_to_profiling_s"] = summarise_curve(c["points"], "oracle")
     return {
-        "params": {**asdict(replace(sp, base=sp.base)), "base": asdict(sp.base)},
+        "params": asdict(sp),
         "policies": {r["policy"]: r for r in runs},
         "wall_s": time.perf_counter() - t0,
         "load_average_before": load0,
