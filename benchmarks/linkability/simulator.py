@@ -715,3 +715,57 @@ def validate_against_emulation(
 def with_params(p: SimParams, **changes: object) -> SimParams:
     """A copy of ``p`` with some fields changed (sweeps)."""
     return replace(p, **changes)
+
+
+def trace_from_workload(workload: object, base_ts: float = 0.0) -> Trace:
+    """The model's trace from the emulation's own workload (``workload.Workload``).
+
+    One workload generator then drives both sides: the load generator replays these records
+    (one connection per record: it reuses the connection for a page's sub-resources), and
+    the model applies each policy's alias choice to the very same sessions, devices, own
+    addresses, sites and traits. No TLS tickets (the model does not know which the client
+    will present). ``base_ts`` shifts the records' relative times onto the clock the relay's
+    epochs run on.
+    """
+    import ipaddress
+
+    from benchmarks.linkability.flows import PREFIX_BITS, factorize
+
+    def _prefix_key(addr: str, bits: int) -> str:
+        ip = ipaddress.ip_address(addr)
+        if ip.version == 4:
+            return f"v4:{ip}"  # IPv4 keeps its own key space (as observations.py does)
+        return str(ipaddress.IPv6Network((int(ip) >> (128 - bits) << (128 - bits), bits)))
+
+    recs = workload.records  # type: ignore[attr-defined]
+    table = workload.household_table()  # type: ignore[attr-defined]
+    hh_names = [h["household"] for h in table["households"]]
+    hh_code = {h: i for i, h in enumerate(hh_names)}
+    sens = set(table.get("sensitive_sites", []))
+    n = len(recs)
+    household = np.array([hh_code[r["household"]] for r in recs], dtype=np.int64)
+    device, dev_names = factorize([r["device"] for r in recs])
+    site, site_names = factorize([r["site"] for r in recs])
+    own = [r["source"] for r in recs]
+    own_addr, _ = factorize(own)
+    dev_hh = np.zeros(len(dev_names), dtype=np.int64)
+    dev_hh[device] = household
+    empty = np.zeros(0, dtype=np.int64)
+    return Trace(
+        ts=base_ts + np.array([float(r["t"]) for r in recs]),
+        household=household,
+        device=device,
+        site=site,
+        sensitive=np.array([r["site"] in sens for r in recs], dtype=bool),
+        session=np.arange(n, dtype=np.int64),
+        psk=np.full(n, -1, dtype=np.int64),
+        issued_flow=empty,
+        issued_ticket=empty,
+        device_household=dev_hh,
+        trait=np.array([bool(h.get("trait")) for h in table["households"]], dtype=bool),
+        names={"household": hh_names, "device": dev_names, "site": site_names},
+        own_addr=own_addr,
+        own_prefix={b: factorize([_prefix_key(a, b) for a in own])[0] for b in PREFIX_BITS},
+        own_family=np.array([6 if ":" in a else 4 for a in own], dtype=np.int8),
+        weak_trait=np.array([bool(h.get("weak_trait")) for h in table["households"]], bool),
+    )

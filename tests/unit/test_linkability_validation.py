@@ -103,3 +103,26 @@ def test_model_v6_alias_rotation_matches_the_relay(traces, policy: str) -> None:
         sets = [set(ft.addr[m & (epoch == e)].tolist()) for e in np.unique(epoch[m])]
         overlaps = [bool(a & b) for a, b in zip(sets, sets[1:], strict=False)]
         assert not any(overlaps) if fresh else all(overlaps), (fam, overlaps)
+
+
+def test_one_workload_drives_model_and_emulation() -> None:
+    """The model takes the emulation's own workload records; signatures then separate
+    cfr-epoch from cfr-flow on that workload too."""
+    from benchmarks.linkability.simulator import trace_from_workload
+    from benchmarks.linkability.workload import WorkloadParams, generate_workload
+
+    w = generate_workload(
+        WorkloadParams(households=80, duration_s=1800, seed=4, sessions_per_device_per_hour=60)
+    )
+    tr = trace_from_workload(w, base_ts=1.7e9)
+    assert len(tr) == len(w.records)
+    assert tr.trait.sum() == sum(h.trait for h in w.households)
+    route = apply_policy(tr, "route", SimParams(pool=8))
+    sources = {r["source"] for r in w.records}
+    assert len(np.unique(route.addr)) == len(sources)  # route keeps every own address
+    p = SimParams(pool=8, epoch_s=60.0, seed=1)
+    q = replace(p, seed=2)
+    same = compare(apply_policy(tr, "cfr-epoch", p), apply_policy(tr, "cfr-epoch", q), 60.0)
+    assert not _failed(same)
+    swapped = compare(apply_policy(tr, "cfr-epoch", p), apply_policy(tr, "cfr-flow", q), 60.0)
+    assert "alias_consistency" in _failed(swapped)
