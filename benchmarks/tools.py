@@ -285,6 +285,10 @@ def forwarding_cost(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Res
     if values["forwarding_cost"] is None:
         extra["error"] = "no packet was forwarded through the relay's interfaces"
         return values, extra
+    if sent and packets.up_bytes < fwd.MIN_TRACED_OVER_SENT * sent:
+        extra["error"] = (f"traced {packets.up_bytes} bytes for {sent:.0f} sent: perf lost "
+                          "events (its writer starved); sample not used")
+        return {m: None for m in metrics}, extra
     if sent and packets.up_bytes > fwd.MAX_TRACED_OVER_SENT * sent:
         # The tracepoints filter on interface names; bytes beyond this sample's own load
         # mean another network's node with the same interface names forwarded meanwhile.

@@ -118,3 +118,10 @@ def test_closed_loop_rate_excludes_failed_connections() -> None:
     rate, window = closed_loop_rate(spans, concurrency=1)
     assert window == pytest.approx(0.9)
     assert rate == pytest.approx(5 / 0.9)  # successes finished by the last start: even i
+
+
+def test_coverage_bounds_reject_lost_events_and_foreign_packets() -> None:
+    # A sample counts only if the traced data bytes match what its own load sent: fewer
+    # means perf lost events, more means another node with the same interface names.
+    assert fwd.MIN_TRACED_OVER_SENT < 1.0 < fwd.MAX_TRACED_OVER_SENT
+    assert fwd.MAX_TRACED_OVER_SENT <= 1.05 and fwd.MIN_TRACED_OVER_SENT >= 0.9
