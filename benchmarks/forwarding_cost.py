@@ -162,6 +162,20 @@ def estimate(packets: ForwardedPackets) -> tuple[dict[str, float | None], dict[s
     return {"forwarding_cost": busy_ns / total_packets}, extra
 
 
+def coverage_problem(traced_bytes: int, sent_bytes: float) -> str | None:
+    """Why a sample's trace cannot be used, or None: the data bytes traced through the relay
+    must match what the sample's own load sent (MIN_/MAX_TRACED_OVER_SENT)."""
+    if sent_bytes <= 0:
+        return None
+    if traced_bytes < MIN_TRACED_OVER_SENT * sent_bytes:
+        return (f"traced {traced_bytes} bytes for {sent_bytes:.0f} sent: perf lost events "
+                "(its writer starved); sample not used")
+    if traced_bytes > MAX_TRACED_OVER_SENT * sent_bytes:
+        return (f"traced {traced_bytes} bytes for {sent_bytes:.0f} sent: another network "
+                "forwarded through interfaces of the same name meanwhile")
+    return None
+
+
 def _quantile(xs: Sequence[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, int(q * len(s)))]

@@ -285,15 +285,11 @@ def forwarding_cost(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Res
     if values["forwarding_cost"] is None:
         extra["error"] = "no packet was forwarded through the relay's interfaces"
         return values, extra
-    if sent and packets.up_bytes < fwd.MIN_TRACED_OVER_SENT * sent:
-        extra["error"] = (f"traced {packets.up_bytes} bytes for {sent:.0f} sent: perf lost "
-                          "events (its writer starved); sample not used")
-        return {m: None for m in metrics}, extra
-    if sent and packets.up_bytes > fwd.MAX_TRACED_OVER_SENT * sent:
-        # The tracepoints filter on interface names; bytes beyond this sample's own load
-        # mean another network's node with the same interface names forwarded meanwhile.
-        extra["error"] = (f"traced {packets.up_bytes} bytes for {sent:.0f} sent: another "
-                          "network forwarded through interfaces of the same name meanwhile")
+    problem = fwd.coverage_problem(packets.up_bytes, sent)
+    if problem is not None:
+        # Too few bytes: perf lost events. Too many: the tracepoints filter on interface
+        # names, and another network's node of the same name forwarded meanwhile.
+        extra["error"] = problem
         return {m: None for m in metrics}, extra
     return values, extra
 
