@@ -1,7 +1,17 @@
 """`cfrbench`: the command line of the testbed.
 
 Exit status: 0 success, 1 a run failed, 2 a usage error (bad parameter, unknown name,
-malformed file, not root). Usage errors are detected before anything is created.
+malformed file, bad topology file, not root). Usage errors are detected before anything is
+created.
+
+`--topology` is resolved here (the application layer) with `topologies.load_topology` and
+handed to `Network(..., topology=cls)`; the network never imports `topologies/`. What a node
+is for comes from the topology's roles (`net.roles`, or a detached network's run record),
+never from its name.
+
+`--policy` (the relay policy the edge runs) is offered by `up` only: `run` measures each
+path under the relay policy the path table gives it (`benchmarks.environment.POLICY_OF_PATH`),
+and `cli` brings up the bare network, so there it would be parsed and have no effect.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from testbed.scenario import (
     load_scenario,
     with_link_override,
 )
+from topologies import absolute_spec, load_topology
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,10 +54,13 @@ def _console():
 
 
 # -- scenario options shared by up / cli / run -------------------------------------------------
-def add_scenario_options(p: argparse.ArgumentParser) -> None:
+def add_scenario_options(p: argparse.ArgumentParser, relay_policy: bool = False) -> None:
+    """The scenario options; `relay_policy` adds --policy (only where it takes effect)."""
     g = p.add_argument_group("scenario (defaults < --scenario file < these options)")
     g.add_argument("--scenario", metavar="FILE", help="TOML scenario file")
-    g.add_argument("--topology", help="topology name (default isp_cdn)")
+    g.add_argument("--topology", metavar="NAME|FILE.py[:Class]",
+                   help="built-in topology (isp_cdn, two_pops) or path/to/file.py[:Class], "
+                        "like mn --custom (default isp_cdn)")
     g.add_argument("--subscribers", type=int, help="subscriber hosts (namespaces), 1-250")
     g.add_argument("--population", type=int,
                    help="subscribers carried by the population host, 0-30000")
@@ -56,13 +70,17 @@ def add_scenario_options(p: argparse.ArgumentParser) -> None:
                    help="extra one-way delay of the detour to relay providers")
     g.add_argument("--link-emulation", choices=MECHANISMS, help="delay mechanism")
     g.add_argument("--ech-mode", choices=ECH_MODES, help="front door mode")
-    g.add_argument("--policy", choices=POLICIES, help="relay policy on the ISP edge")
+    if relay_policy:
+        g.add_argument("--policy", choices=POLICIES, help="relay policy on the relay node")
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
+    """The scenario the options describe, validated, its topology loaded once (a bad
+    topology file exits 2 here, before the root check and before any run record). A
+    topology file is made absolute, so a detached controller finds it."""
     scenario = load_scenario(args.scenario) if args.scenario else Scenario()
     if args.topology is not None:
-        scenario = replace(scenario, topology=args.topology)
+        scenario = replace(scenario, topology=absolute_spec(args.topology))
     if args.subscribers is not None:
         scenario = replace(scenario, subscribers=args.subscribers)
     if args.population is not None:
@@ -81,9 +99,11 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         scenario = replace(scenario, mechanism=args.link_emulation)
     if args.ech_mode:
         scenario = replace(scenario, ech_mode=args.ech_mode)
-    if args.policy:
+    if getattr(args, "policy", None):
         scenario = replace(scenario, policy=args.policy)
-    return scenario.validate()
+    scenario = scenario.validate()
+    load_topology(scenario.topology)
+    return scenario
 
 
 _SCENARIO_OPTIONS = ("topology", "subscribers", "population", "access_delay", "wan_delay",
@@ -96,7 +116,9 @@ def scenario_argv(args: argparse.Namespace) -> list[str]:
     if args.scenario:
         argv += ["--scenario", str(Path(args.scenario).resolve())]
     for name in _SCENARIO_OPTIONS:
-        value = getattr(args, name)
+        value = getattr(args, name, None)
+        if name == "topology" and value is not None:
+            value = absolute_spec(value)
         if value is not None:
             argv += [f"--{name.replace('_', '-')}", str(value)]
     return argv
@@ -170,9 +192,9 @@ def _start_services(net, scenario: Scenario, console, interactive: bool):
     if interactive:
         console.print(f"services: DNS {services['dns']}, ECH front door "
                       f"{services['front_door'][0]} ({scenario.ech_mode} mode), relay policy "
-                      f"[bold]{scenario.policy}[/] on edge, proxies "
+                      f"[bold]{scenario.policy}[/] on {net.roles.relay}, proxies "
                       f"{', '.join(services['proxies'].values())}")
-        console.print(f"  e.g. cfrbench exec s1 -- {paths.BIN_DIR / 'echd'} load "
+        console.print(f"  e.g. cfrbench exec {net.roles.client} -- {paths.BIN_DIR / 'echd'} load "
                       f"--dns {services['dns']} --ca {services['ca']} --site site-0001.example")
     return env
 
@@ -188,8 +210,9 @@ def _serve_network(scenario: Scenario, prefix: str | None, ready_file: str | Non
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _on_signal)
+    topology = load_topology(scenario.topology)
     registry = lifecycle.RunRegistry("up", prefix=prefix)
-    net = Network(scenario, registry)
+    net = Network(scenario, registry, topology=topology)
     env = None
     try:
         net.start()
@@ -254,8 +277,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         console.print(f"services: DNS {services['dns']}, front door "
                       f"{services['front_door'][0]} ({services['ech_mode']}), relay policy "
                       f"{services['relay_policy']}, CA {services['ca']}")
-    fd4 = state.info["network"]["nodes"]["fd"]["addresses"]["lo"][0].split("/")[0]
-    console.print(f"  cfrbench exec s1 -- ping -c3 {fd4}    cfrbench cli    "
+    network = state.info["network"]
+    roles = network["roles"]
+    fd4 = network["nodes"][roles["front_door"]]["addresses"]["lo"][0].split("/")[0]
+    console.print(f"  cfrbench exec {roles['client']} -- ping -c3 {fd4}    cfrbench cli    "
                   f"cfrbench down {prefix}")
     return 0
 
@@ -362,7 +387,9 @@ def cmd_cli(args: argparse.Namespace) -> int:
     from testbed.network import Network
 
     scenario = scenario_from_args(args)
-    with lifecycle.run_registry("up") as registry, Network(scenario, registry) as net:
+    topology = load_topology(scenario.topology)
+    with lifecycle.run_registry("up") as registry, \
+            Network(scenario, registry, topology=topology) as net:
         _print_network(net, _console())
         CLI(net.mn)
     return 0
@@ -373,8 +400,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.linkability_run import LinkabilityParams
     from testbed.mainjob import run_main_job
 
-    link = LinkabilityParams(households=args.households, duration_s=args.workload_duration,
-                             model=args.model)
+    link = replace(LinkabilityParams.for_profile(args.profile), model=args.model)
+    if args.households is not None:
+        link = replace(link, households=args.households)
+    if args.workload_duration is not None:
+        link = replace(link, duration_s=args.workload_duration)
     require_root()
     return run_main_job(scenario, profile=args.profile, benchmarks=args.benchmarks,
                         out_dir=args.out, linkability=link)
@@ -401,23 +431,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return main_compare(args.gate_args)
 
 
+#: The sub-commands `cfrbench --help` lists (`_serve` is internal: the detached controller).
+VISIBLE_COMMANDS = ("probe", "up", "down", "clean", "list", "exec", "cli", "run", "report",
+                    "compare")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cfrbench", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    # `_serve` (the detached controller) is added without help, so no listing shows it;
+    # the metavar names the visible commands (argparse would list every choice).
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                metavar="{" + ",".join(VISIBLE_COMMANDS) + "}")
 
     p = sub.add_parser("probe", help="what this machine can do (table, or --json)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_probe)
 
-    p = sub.add_parser("up", help="bring the default topology up (foreground, or --detach)")
-    add_scenario_options(p)
+    p = sub.add_parser("up", help="bring a topology up (foreground, or --detach)")
+    add_scenario_options(p, relay_policy=True)
     p.add_argument("--detach", action="store_true", help="keep it running until 'down'")
     p.add_argument("--bare", action="store_true",
                    help="the network only: no DNS, front door, proxies or relay")
     p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser("_serve", help=argparse.SUPPRESS)
-    add_scenario_options(p)
+    p = sub.add_parser("_serve")
+    add_scenario_options(p, relay_policy=True)
     p.add_argument("--prefix", required=True)
     p.add_argument("--ready-file")
     p.add_argument("--bare", action="store_true")
@@ -446,16 +484,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_scenario_options(p)
     p.set_defaults(func=cmd_cli)
 
-    p = sub.add_parser("run", help="the main job: benchmarks on the default topology")
+    p = sub.add_parser("run", help="the main job: benchmarks on a topology (default isp_cdn)")
     add_scenario_options(p)
     p.add_argument("benchmarks", nargs="*", metavar="BENCHMARK")
     p.add_argument("--profile", default="quick")
     p.add_argument("--out", metavar="DIR", help="results directory (default results/<run-id>)")
     g = p.add_argument_group("linkability (benchmark 'linkability')")
-    g.add_argument("--households", type=int, default=200,
-                   help="households replayed (2..population)")
-    g.add_argument("--workload-duration", type=float, default=60.0, metavar="S",
-                   help="seconds of browsing replayed per policy (5..3600)")
+    g.add_argument("--households", type=int,
+                   help="households replayed (2..population; default: the profile's, "
+                        "200 quick, 500 full)")
+    g.add_argument("--workload-duration", type=float, metavar="S",
+                   help="seconds of browsing replayed per policy (5..3600; default: the "
+                        "profile's, 60 quick, 600 full)")
     g.add_argument("--model", choices=("quick", "full", "none"), default="quick",
                    help="ISP-scale model: quick (10^5 subscribers), full (10^6) or none")
     p.set_defaults(func=cmd_run)
