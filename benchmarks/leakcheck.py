@@ -5,9 +5,10 @@ subscriber makes every kind of traffic that could carry its address upstream: TL
 over IPv4 and IPv6, ICMP echo, UDP to a closed port (the front door's port-unreachable
 quotes the subscriber's packet), a reply to a subscriber port that has closed (the
 subscriber's own kernel sends a port-unreachable quoting its real address, which the relay
-must translate), and a reply whose TTL runs out at the relay's node (the edge's own
+must translate), and a reply whose TTL runs out at the relay's node (that node's own
 time-exceeded quotes the reply after de-aliasing, and must be translated back). Any hit
-fails the run.
+fails the run. Which nodes play the client, the front door and the relay comes from the
+topology's roles (`net.roles`), so the check runs on any topology.
 
 Positive control: the same traffic is first sent under `route`, where the front door sees
 subscribers. It must produce hits in every category the check relies on (IPv4 outer, IPv6
@@ -28,21 +29,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.environment import CLIENT, BenchEnv
+from benchmarks.environment import POLICY_OF_PATH, BenchEnv
 from benchmarks.tools import https_request
+from relay.policies import CFR_POLICIES
 from testbed.addressing import AddressPlan
+from testbed.graph import path_links
 from testbed.leaks import CONTROL_CATEGORIES, FlowKey, LeakScanner, flow_key, on_wire
 from testbed.network import Network
 from testbed.node import NetnsNode
 
-ALIASING_POLICIES = ("cfr-flow", "cfr-epoch")
+#: Policies checked: the CFR's own, which alias subscribers in both families (cgn and
+#: nptv6 route or map one family 1:1 by design, so the front door may see them there).
+ALIASING_POLICIES = CFR_POLICIES
 CONTROL_POLICY = "route"  # the front door sees subscribers: the scanner must find them
 ECHO_PORT = 9797  # the front door's delayed UDP responder
 CLOSED_PORT = 9
-#: Hops from the front door to the relay's node (fd -> cdn -> core -> edge): a reply sent
-#: with this TTL expires at the edge, which answers with a time-exceeded towards the front
-#: door quoting the reply (see module doc). Checked by the control's quoted-header hits.
-TTL_TO_EDGE = 3
 #: Set-aside packets allowed per capture. The sockets of earlier flows are ended before the
 #: switch, so on a lossless network none remain (measured: 0). The limit allows one flow
 #: whose closing RST was lost: its peer retransmits the FIN with a doubling RTO (at 0.2,
@@ -80,7 +81,24 @@ def _udp_and_close(src: str, dst: str, port: int) -> list[str]:
 
 
 def subscriber_nodes(net: Network) -> list[str]:
-    return net.hosts("subscriber") + net.hosts("population")
+    """Every host carrying subscriber addresses (the roles' subscribers and population)."""
+    return list(net.roles.subscriber_hosts)
+
+
+def path_of(policy: str) -> str:
+    """The benchmark path that runs under a relay policy (the first in the path table)."""
+    for path, path_policy in POLICY_OF_PATH.items():
+        if path_policy == policy:
+            return path
+    raise KeyError(f"no benchmark path runs under relay policy {policy!r}")
+
+
+def ttl_to_relay(net: Network) -> int:
+    """The TTL with which a reply from the front door expires at the relay's node: one per
+    link from the front door to it (each router on the way decrements it; delay lines are
+    bridges and do not). The node answers with a time-exceeded towards the front door
+    quoting the reply (module doc); the control's quoted-header hits check the count."""
+    return len(path_links(net.graph, net.roles.front_door, net.roles.relay))
 
 
 def configured_subscriber_addresses(net: Network) -> list[str]:
@@ -129,7 +147,8 @@ def preexisting_flows(env: BenchEnv, scanner: LeakScanner) -> set[FlowKey]:
     """Flows between a subscriber and the front door, seen from both ends: the front door's
     sockets with a subscriber peer and the subscribers' sockets with a front-door peer."""
     fds = {env.front_door(4), env.front_door(6)}
-    flows = _sockets(env.net["fd"], lambda _local, peer: scanner.is_subscriber(peer))
+    flows = _sockets(env.net[env.net.roles.front_door],
+                     lambda _local, peer: scanner.is_subscriber(peer))
     for name in subscriber_nodes(env.net):
         flows |= _sockets(env.net[name], lambda local, peer: peer in fds
                           and scanner.is_subscriber(local))
@@ -151,7 +170,7 @@ def end_subscriber_sockets(env: BenchEnv) -> int:
     """`ss -K` every TCP socket between a subscriber and the front door, at both ends
     (the kernel sends the RST now, before the capture); returns how many were ended."""
     filters = ss_peer_filters(env.net.graph.plan, env.front_door(4), env.front_door(6))
-    jobs = [("fd", filters["front_door"])]
+    jobs = [(env.net.roles.front_door, filters["front_door"])]
     jobs += [(name, filters["subscribers"]) for name in subscriber_nodes(env.net)]
     ended = 0
     for name, peers in jobs:
@@ -164,7 +183,7 @@ def end_subscriber_sockets(env: BenchEnv) -> int:
 
 def _traffic(env: BenchEnv, path: str) -> None:
     """Every kind of traffic the module doc lists, over IPv4 and IPv6."""
-    node = env.net[CLIENT]
+    node = env.net[env.net.roles.client]
     for family in (4, 6):
         https_request(env, path, {"family": f"ipv{family}"})
         src, dst = env.client_source(family), env.front_door(family)
@@ -180,13 +199,15 @@ def run_leak_check(env: BenchEnv, policies: list[str], out_dir: Path, tag: str =
     Passed means: the control hit every category (valid), no hit under any aliasing
     policy, and no capture set aside more than SET_ASIDE_LIMIT packets.
     """
-    fd = env.net["fd"]
+    roles = env.net.roles
+    fd = env.net[roles.front_door]
+    capture_if = roles.pops[0].front_door_interface
     code = _RESPONDER.format(port=ECHO_PORT, v4=env.front_door(4), v6=env.front_door(6),
-                             ttl=TTL_TO_EDGE)
+                             ttl=ttl_to_relay(env.net))
     responder = fd.spawn(["python3", "-c", code], label="leak-responder")
     scanner = scanner_for(env)
-    result: dict = {"capture_point": "front door link (fd-cdn)", "policies": {}, "hits": 0,
-                    "set_aside": 0, "set_aside_limit": SET_ASIDE_LIMIT}
+    result: dict = {"capture_point": f"front door link ({capture_if})", "policies": {},
+                    "hits": 0, "set_aside": 0, "set_aside_limit": SET_ASIDE_LIMIT}
     try:
         for policy in [CONTROL_POLICY, *policies]:
             earlier: set[FlowKey] = set()
@@ -200,10 +221,11 @@ def run_leak_check(env: BenchEnv, policies: list[str], out_dir: Path, tag: str =
                 earlier |= preexisting_flows(env, scanner)  # e.g. TIME_WAIT that outlived -K
             stem = f"leakcheck-{tag}-{policy}" if tag else f"leakcheck-{policy}"
             pcap = out_dir / f"{stem}.pcap"
-            cap = fd.spawn(["tcpdump", "-n", "-i", "fd-cdn", "-s", "256", "-U", "-w", str(pcap)],
+            cap = fd.spawn(["tcpdump", "-n", "-i", capture_if, "-s", "256", "-U", "-w",
+                            str(pcap)],
                            label="tcpdump", log=out_dir / f"{stem}.tcpdump.log")
             time.sleep(0.5)
-            _traffic(env, {"route": "direct"}.get(policy, policy))
+            _traffic(env, path_of(policy))
             time.sleep(2.0)  # the delayed replies (and neighbour discovery) and ICMP errors
             cap.stop(sig=signal.SIGINT)
             report = scanner.scan_pcap(pcap, preexisting=earlier)
