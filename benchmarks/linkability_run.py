@@ -41,8 +41,8 @@ from testbed.lifecycle import RunRegistry
 from testbed.network import Network
 from testbed.scenario import Scenario
 from testbed.services import ech as ech_service
+from topologies import load_topology
 
-POPULATION_HOST = "crowd"
 # (policy as the analysis names it, relay policy, everyone on temporary IPv6 addresses?)
 POLICY_RUNS = (
     ("route", "route", False),
@@ -118,14 +118,23 @@ def _workloads(p: LinkabilityParams, net: Network, first_subscriber: int):
             generate_workload(replace(base, temp_addr_fraction=1.0), address_plan))
 
 
+def population_host(net: Network) -> str:
+    """The topology's population host (the households' devices live behind it)."""
+    host = net.roles.population
+    if host is None:
+        raise ParameterError("topology", net.scenario.topology,
+                             "a topology with a population host (roles.population)")
+    return host
+
+
 def _add_device_addresses(net: Network, workloads) -> int:
     """Devices' IPv6 addresses (stable and temporary) onto the population host's interface."""
-    present = {a.split("/")[0] for addrs in net.info[POPULATION_HOST].addresses.values()
-               for a in addrs}
+    host = population_host(net)
+    present = {a.split("/")[0] for addrs in net.info[host].addresses.values() for a in addrs}
     wanted = sorted({r["source"] for w in workloads for r in w.records
                      if ":" in r["source"] and r["source"] not in present})
-    lines = [f"addr add {a}/64 dev {POPULATION_HOST}-acc nodad" for a in wanted]
-    net.mn[POPULATION_HOST].ip_batch(lines)
+    lines = [f"addr add {a}/64 dev {net.roles.interface(host)} nodad" for a in wanted]
+    net.mn[host].ip_batch(lines)
     return len(wanted)
 
 
@@ -167,7 +176,7 @@ def setup_devices(net: Network, workloads, p: LinkabilityParams, out: Path
     dn: DeviceNamespaces | None = None
     rep: BringUp | None = None
     if p.device_namespaces:
-        dn = DeviceNamespaces(net[POPULATION_HOST], net.registry,
+        dn = DeviceNamespaces(net[population_host(net)], net.registry,
                               str(net.graph.plan.access_gateway_v4))
         rep = dn.up(specs)
     profiles = {s.name: DEVICE_CLASSES[s.device_class].echd_profile(
@@ -212,14 +221,14 @@ def run_linkability(base: Scenario, params: LinkabilityParams, run_dir: Path,
     params.validate(scenario.population)
     out = run_dir / "raw" / "linkability"
     out.mkdir(parents=True, exist_ok=True)
-    with Network(scenario, registry) as net:
+    with Network(scenario, registry, topology=load_topology(scenario.topology)) as net:
         workload, temp_workload = _workloads(params, net, scenario.subscribers)
         workload.write(out / "workload.jsonl", out / "households.json")
         temp_workload.write(out / "workload-ipv6-temp.jsonl", out / "households-ipv6-temp.json")
         added = _add_device_addresses(net, (workload, temp_workload))
         console.print(f"      workload: {params.households} households, "
                       f"{len(workload.records)} sessions over {params.duration_s:.0f} s, "
-                      f"{added} device IPv6 addresses added to {POPULATION_HOST}")
+                      f"{added} device IPv6 addresses added to {population_host(net)}")
         devices, profiles, bring_up = setup_devices(net, (workload, temp_workload), params, out)
         if devices is not None:
             registry.defer(devices.down)
@@ -235,7 +244,8 @@ def run_linkability(base: Scenario, params: LinkabilityParams, run_dir: Path,
         truth: dict[str, Path] = {}
         front: dict[str, Path] = {}
         try:
-            loader = ech_service.LoadGenerator(net[POPULATION_HOST], dns=env.dns.address,
+            loader = ech_service.LoadGenerator(net[population_host(net)],
+                                               dns=env.dns.address,
                                                ca_file=env.ca_file, workdir=out / "load")
             for name, policy, temporary in POLICY_RUNS:
                 t0 = time.monotonic()
