@@ -24,6 +24,7 @@ from benchmarks.environment import BenchEnv
 from benchmarks.leakcheck import scanner_for
 from benchmarks.resilience.frontdoor import judge
 from testbed.addressing import AddressPlan
+from testbed.errors import UsageError
 from testbed.leaks import CONTROL_CATEGORIES, sources_seen
 from testbed.lifecycle import RunRegistry
 from testbed.network import Network
@@ -31,12 +32,11 @@ from testbed.node import ManagedProcess
 from testbed.paths import REPO_ROOT
 from testbed.scenario import Scenario
 from testbed.services import ech as ech_service
+from topologies import load_topology
 
 HERE = Path(__file__).resolve().parent
 PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
 SINK_PORT = 7700
-ATTACKER = "s2"
-POPULATION_HOST = "crowd"
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,25 @@ class Ctx:
     def plan(self) -> AddressPlan:
         return self.net.graph.plan
 
+    # -- the nodes the scenarios use, by role (never by name) ------------------------------
+    @property
+    def attacker(self) -> str:
+        """The second subscriber host (plan subscriber 1): the one that misbehaves."""
+        return self.net.roles.subscribers[1]
+
+    @property
+    def population(self) -> str:
+        """The population host: the well-behaved crowd the scenarios measure."""
+        host = self.net.roles.population
+        if host is None:
+            raise UsageError(f"resilience needs a topology with a population host; "
+                             f"{self.net.scenario.topology} has none")
+        return host
+
+    @property
+    def front_door(self) -> str:
+        return self.net.roles.front_door
+
     def sources(self, n: int | None = None) -> list[str]:
         """Population subscribers' IPv4 addresses (they live on the crowd host)."""
         sc = self.net.scenario
@@ -92,15 +111,16 @@ class Ctx:
         """A load generator on the population host; `name` gives it its own directory
         (each generator numbers its runs from 1, so a shared one would overwrite records)."""
         assert self.env.dns is not None and self.env.ca_file is not None
-        return ech_service.LoadGenerator(self.net[POPULATION_HOST], dns=self.env.dns.address,
+        return ech_service.LoadGenerator(self.net[self.population], dns=self.env.dns.address,
                                          ca_file=self.env.ca_file,
                                          workdir=self.out / f"load-crowd-{name}")
 
     def drops(self) -> dict[str, int]:
         return dict(self.env.relay.status()["drops"])
 
-    def edge(self, script: str) -> str:
-        return self.net["edge"].sh(script, check=False).stdout
+    def on_relay(self, script: str) -> str:
+        """A shell script on the relay node (its conntrack table); stdout."""
+        return self.net[self.net.roles.relay].sh(script, check=False).stdout
 
     def forget_crowd_dns(self) -> int:
         """Delete the population host's DNS flows from conntrack; returns how many.
@@ -111,8 +131,8 @@ class Ctx:
         few load runs and its own lookups are refused. That is an artefact of packing a
         population into one host (a real subscriber's resolver traffic would count only
         against itself), so it is cleared between phases and counted in the figures."""
-        crowd = self.net.primary_addresses(POPULATION_HOST)[0]
-        out = self.net["edge"].run(["conntrack", "-D", "-s", str(crowd), "-p", "udp",
+        crowd = self.net.primary_addresses(self.population)[0]
+        out = self.net[self.net.roles.relay].run(["conntrack", "-D", "-s", str(crowd), "-p", "udp",
                                     "--dport", "53"], check=False)
         return sum(1 for line in out.stdout.splitlines() if line.strip())
 
@@ -133,7 +153,7 @@ def _hs_ms(rec: dict) -> float | None:
 
 def _live_ct(ctx: Ctx, src: str) -> int:
     """Conntrack entries of `src` that `ct count` counts (closing states excluded)."""
-    out = ctx.edge(f"conntrack -L -s {src} 2>/dev/null")
+    out = ctx.on_relay(f"conntrack -L -s {src} 2>/dev/null")
     return sum(1 for line in out.splitlines()
                if line.strip() and "TIME_WAIT" not in line and " CLOSE " not in line)
 
@@ -169,16 +189,16 @@ def exhaustion(ctx: Ctx) -> dict[str, Any]:
     sc, env = ctx.scale, ctx.env
     env.relay.flows_per_subscriber = sc.flow_limit
     env.relay.start_daemon("cfr-flow")
-    attacker = str(ctx.plan.subscriber(1).v4)  # s2 is subscriber index 1
+    attacker = str(ctx.plan.subscriber(1).v4)  # ctx.attacker carries subscriber index 1
     fd4 = env.front_door(4)
     sources = [(f"pop{i}", a) for i, a in enumerate(ctx.sources())]
     loader = ctx.crowd_loader("exhaustion")
-    att_loader = ech_service.LoadGenerator(ctx.net[ATTACKER], dns=env.dns.address,
+    att_loader = ech_service.LoadGenerator(ctx.net[ctx.attacker], dns=env.dns.address,
                                            ca_file=env.ca_file, workdir=ctx.out / "load-att")
     # The attacker suppresses its own kernel's RSTs to the SYN-ACKs its flood provokes, so
     # each SYN leaves a half-open entry at the relay (the state-exhausting variant); without
     # this its entries close within a round trip and it barely reaches the cap.
-    ctx.net[ATTACKER].run(["nft", "add table inet resil_attacker; add chain inet "
+    ctx.net[ctx.attacker].run(["nft", "add table inet resil_attacker; add chain inet "
                            "resil_attacker out { type filter hook output priority 0; }; add "
                            "rule inet resil_attacker out tcp flags & rst == rst drop"])
     before = ctx.drops()
@@ -194,13 +214,13 @@ def exhaustion(ctx: Ctx) -> dict[str, Any]:
         dns_cleared += ctx.forget_crowd_dns()
         procs: list[ManagedProcess] = []
         if phase == "attack":
-            procs.append(_spawn_py(ctx, ATTACKER, "flood.py",
+            procs.append(_spawn_py(ctx, ctx.attacker, "flood.py",
                                    ["--src", attacker, "--dst", fd4, "--port", "443",
                                     "--rate", str(sc.flood_pps), "--duration", "120"],
                                    f"flood-{i}"))
             argv, _ = att_loader.argv(sites=env.sites[:4], rate=sc.attack_rate, duration=120,
                                       source=attacker, family=4)
-            procs.append(ctx.net[ATTACKER].spawn(argv, label=f"attack-load-{i}",
+            procs.append(ctx.net[ctx.attacker].spawn(argv, label=f"attack-load-{i}",
                                                  log=ctx.out / f"attack-load-{i}.log"))
             time.sleep(1.5)  # let the attacker reach its cap before measuring
         cpu0, wall0 = env.cpu_seconds(), time.monotonic()
@@ -226,7 +246,7 @@ def exhaustion(ctx: Ctx) -> dict[str, Any]:
         ctx.log(f"        exhaustion phase {i} {phase:6}: {len(vals)}/{len(res.records)} ok, "
                 f"median {statistics.median(vals) if vals else float('nan'):.1f} ms")
         time.sleep(0.5)
-    ctx.net[ATTACKER].run(["nft", "delete table inet resil_attacker"], check=False)
+    ctx.net[ctx.attacker].run(["nft", "delete table inet resil_attacker"], check=False)
     after = ctx.drops()
     limited = after["drop_flow_limit"] - before["drop_flow_limit"]
     phases_held = sum(1 for r in attack_rates if r >= 0.99)
@@ -258,7 +278,7 @@ def exhaustion(ctx: Ctx) -> dict[str, Any]:
 def _flows(ctx: Ctx, tag: str, tcp: int, udp: int, duration: float,
            n_sources: int | None = None) -> tuple[ManagedProcess, Path]:
     out = ctx.out / f"flows-{tag}.json"
-    proc = _spawn_py(ctx, POPULATION_HOST, "flows.py",
+    proc = _spawn_py(ctx, ctx.population, "flows.py",
                      ["client", "--dst", ctx.env.front_door(4), "--port", str(SINK_PORT),
                       "--sources", ",".join(ctx.sources(n_sources)), "--tcp", str(tcp),
                       "--udp", str(udp), "--duration", str(duration), "--tick", "1.0",
@@ -270,10 +290,10 @@ def _flows(ctx: Ctx, tag: str, tcp: int, udp: int, duration: float,
 
 def _sink(ctx: Ctx, tag: str) -> tuple[ManagedProcess, Path]:
     out = ctx.out / f"sink-{tag}.json"
-    proc = _spawn_py(ctx, "fd", "flows.py", ["sink", "--bind4", ctx.env.front_door(4),
-                                             "--port", str(SINK_PORT), "--out", str(out)],
-                     f"sink-{tag}")
-    ctx.env._wait_port("fd", SINK_PORT)
+    proc = _spawn_py(ctx, ctx.front_door, "flows.py",
+                     ["sink", "--bind4", ctx.env.front_door(4), "--port", str(SINK_PORT),
+                      "--out", str(out)], f"sink-{tag}")
+    ctx.env._wait_port(ctx.front_door, SINK_PORT)
     return proc, out
 
 
@@ -290,7 +310,7 @@ def _ct_mappings(ctx: Ctx, local: dict[str, str]) -> dict[str, str]:
     wanted = {v: k for k, v in local.items()}
     found: dict[str, str] = {}
     for proto in ("tcp", "udp"):
-        out = ctx.edge(f"conntrack -L -p {proto} --dport {SINK_PORT} 2>/dev/null")
+        out = ctx.on_relay(f"conntrack -L -p {proto} --dport {SINK_PORT} 2>/dev/null")
         for line in out.splitlines():
             f = _CT_FIELDS.findall(line)
             if len(f) < 8:
@@ -370,7 +390,7 @@ def rotation(ctx: Ctx) -> dict[str, Any]:
 
 # -- 3. control-plane crash ------------------------------------------------------------------
 def _ct_sink_entries(ctx: Ctx) -> int:
-    out = ctx.edge(f"conntrack -L -p tcp --dport {SINK_PORT} 2>/dev/null; "
+    out = ctx.on_relay(f"conntrack -L -p tcp --dport {SINK_PORT} 2>/dev/null; "
                    f"conntrack -L -p udp --dport {SINK_PORT} 2>/dev/null")
     return sum(1 for line in out.splitlines() if line.strip())
 
@@ -441,7 +461,7 @@ def front_door(ctx: Ctx) -> dict[str, Any]:
     argv, truth = loader.argv(sites=env.sites[:10], rate=sc.fd_load_rate,
                               duration=sc.fd_load_s, family=4,
                               sources=[(f"pop{i}", a) for i, a in enumerate(ctx.sources())])
-    proc = ctx.net[POPULATION_HOST].spawn(argv, label="fd-load", log=ctx.out / "fd-load.log")
+    proc = ctx.net[ctx.population].spawn(argv, label="fd-load", log=ctx.out / "fd-load.log")
     t0 = time.time()
     time.sleep(sc.fd_load_s * 0.25)
     t_rot = time.time()
@@ -467,7 +487,7 @@ def front_door(ctx: Ctx) -> dict[str, Any]:
 
 # -- 5. hostile packets -------------------------------------------------------------------
 #: Unused hosts of the providers block (an Internet-side address behind the relay's egress)
-#: that the attackers put in their spoofed sources, and the one the core router uses for
+#: that the attackers put in their spoofed sources, and the one the transit router uses for
 #: the spoof check's control. From the address plan, never guessed at random.
 SPOOF_HOSTS = range(100, 110)
 SPOOF_CONTROL_HOST = 99
@@ -494,13 +514,14 @@ def _hostile_round(ctx: Ctx, tag: str, spoof4: list[str], spoof6: list[str]
     from the population host; the capture is left running for the caller to stop."""
     env, plan = ctx.env, ctx.plan
     pcap = ctx.out / f"hostile-fd-{tag}.pcap"
-    cap = ctx.net["fd"].spawn(["tcpdump", "-n", "-i", "fd-cdn", "-s", "256", "-U", "-w",
-                               str(pcap)], label=f"tcpdump-hostile-{tag}",
+    capture_if = ctx.net.roles.pops[0].front_door_interface
+    cap = ctx.net[ctx.front_door].spawn(["tcpdump", "-n", "-i", capture_if, "-s", "256", "-U",
+                                         "-w", str(pcap)], label=f"tcpdump-hostile-{tag}",
                               log=ctx.out / f"hostile-{tag}-tcpdump.log")
     time.sleep(0.8)
     sent: dict[str, int] = {}
-    for node, sub in [(ATTACKER, plan.subscriber(1)),
-                      (POPULATION_HOST, plan.subscriber(ctx.net.scenario.subscribers))]:
+    for node, sub in [(ctx.attacker, plan.subscriber(1)),
+                      (ctx.population, plan.subscriber(ctx.net.scenario.subscribers))]:
         args = ["--src4", str(sub.v4), "--src6", str(sub.v6), "--dst4", env.front_door(4),
                 "--dst6", env.front_door(6), "--victim4", str(plan.subscriber(0).v4),
                 "--spoof4", ",".join(spoof4), "--spoof6", ",".join(spoof6)]
@@ -510,11 +531,12 @@ def _hostile_round(ctx: Ctx, tag: str, spoof4: list[str], spoof6: list[str]
 
 
 def hostile(ctx: Ctx) -> dict[str, Any]:
-    """Malformed / spoofed / forged packets from s2 and the crowd, captured at the front door.
+    """Malformed / spoofed / forged packets from the attacker (the second subscriber host)
+    and the population host, captured at the front door.
 
     Under cfr-flow nothing may carry a subscriber address there, and no spoofed source may
     arrive there (checked in the capture itself, not from drop counters that other packet
-    kinds also move). Two positive controls: in the same capture, the core router sends
+    kinds also move). Two positive controls: in the same capture, the transit router sends
     SYNs from a spoofed source of its own, which must be found (the capture and the search
     work); and the same hostile packets under `route` must produce subscriber-address hits
     in HOSTILE_CONTROL_CATEGORIES (the scan would see a relay that let them through)."""
@@ -526,7 +548,7 @@ def hostile(ctx: Ctx) -> dict[str, Any]:
     relay.start_daemon("cfr-flow")
     before = ctx.drops()
     pcap, cap, sent = _hostile_round(ctx, "cfr-flow", spoof4, spoof6)
-    ctl_sent = _hostile_send(ctx, "core", "spoof-control",
+    ctl_sent = _hostile_send(ctx, ctx.net.roles.transit, "spoof-control",
                              ["--src4", ctl4, "--src6", ctl6, "--dst4", env.front_door(4),
                               "--dst6", env.front_door(6), "--victim4", ctl4,
                               "--spoof4", ctl4, "--spoof6", ctl6,
@@ -609,7 +631,7 @@ def run_resilience(scenario: Scenario, run_dir: Path, registry: RunRegistry, con
     def log(msg: str) -> None:
         console.print(msg)
 
-    with Network(sc, registry) as net:
+    with Network(sc, registry, topology=load_topology(sc.topology)) as net:
         env = BenchEnv(net, registry.make_tmpdir("resilience"), ech_mode=sc.ech_mode,
                        pool_size=8, epoch_s=3600)
         env.start(["cfr-flow", "cfr-epoch"])
