@@ -3,11 +3,15 @@
 `default_network`
     The default ISP-to-CDN topology (4 subscriber hosts, 200-subscriber population host),
     brought up once per module and torn down after it. Yields a `testbed.network.Network`;
-    index it by node name (`net["s1"].run([...])`).
+    index it by node name, taken from the topology's roles
+    (`net[net.roles.client].run([...])`).
 
 `make_network`
     A factory: `make_network(scenario)` brings up a network for one test; every network it
     made is torn down at the end of the test, whatever happened.
+
+Both resolve the scenario's topology the way the application does
+(`topologies.load_topology`) and pass it to `Network(..., topology=)`.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import pytest
 from testbed.network import Network
 from testbed.scenario import Scenario
 from tests.conftest import require_root
+from topologies import load_topology
 
 
 @pytest.fixture(scope="module")
 def default_network():
     require_root()
-    with Network(Scenario()) as net:
+    scenario = Scenario()
+    with Network(scenario, topology=load_topology(scenario.topology)) as net:
         yield net
 
 
@@ -32,7 +38,7 @@ def make_network():
     made: list[Network] = []
 
     def _make(scenario: Scenario) -> Network:
-        net = Network(scenario)
+        net = Network(scenario, topology=load_topology(scenario.topology))
         made.append(net)
         return net.start()
 

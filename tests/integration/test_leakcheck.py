@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.environment import CLIENT, BenchEnv
+from benchmarks.environment import BenchEnv
 from benchmarks.leakcheck import CLOSED_PORT, SET_ASIDE_LIMIT, run_leak_check
 from testbed.leaks import CONTROL_CATEGORIES
 from testbed.lifecycle import RunRegistry
@@ -25,6 +25,7 @@ from testbed.network import Network
 from testbed.scenario import Scenario
 from testbed.services.relay import TABLE
 from tests.conftest import require_root
+from topologies import load_topology
 
 pytestmark = pytest.mark.integration
 
@@ -54,8 +55,9 @@ for _ in range(600):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory):
     require_root()
+    scenario = replace(Scenario(), population=4)
     with RunRegistry("leakcheck-test") as reg, \
-            Network(replace(Scenario(), population=4), reg) as net:
+            Network(scenario, reg, topology=load_topology(scenario.topology)) as net:
         bench = BenchEnv(net, reg.make_tmpdir("bench")).start(["direct", "cfr-flow",
                                                                 "cfr-epoch"])
         try:
@@ -67,12 +69,13 @@ def env(tmp_path_factory: pytest.TempPathFactory):
 def test_leak_check_passes_a_correct_relay(env: BenchEnv, tmp_path: Path) -> None:
     env.relay.switch("route")
     fd4, src4 = env.front_door(4), env.client_source(4)
-    sink = env.net["fd"].spawn(["python3", "-c", _SINK.format(addr=fd4, port=HOLD_PORT)],
-                               label="hold-sink")
-    env._wait_port("fd", HOLD_PORT)
-    holder = env.net[CLIENT].spawn(["python3", "-c", _HOLDER.format(addr=fd4, port=HOLD_PORT,
-                                                                    src=src4)],
-                                   label="holder", log=tmp_path / "holder.log")
+    roles = env.net.roles
+    sink = env.net[roles.front_door].spawn(
+        ["python3", "-c", _SINK.format(addr=fd4, port=HOLD_PORT)], label="hold-sink")
+    env._wait_port(roles.front_door, HOLD_PORT)
+    holder = env.net[roles.client].spawn(
+        ["python3", "-c", _HOLDER.format(addr=fd4, port=HOLD_PORT, src=src4)],
+        label="holder", log=tmp_path / "holder.log")
     try:
         result = run_leak_check(env, ["cfr-flow", "cfr-epoch"], tmp_path, tag="ok")
         (tmp_path / "leak_check.json").write_text(json.dumps(result, indent=1))

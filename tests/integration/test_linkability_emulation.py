@@ -28,11 +28,11 @@ from benchmarks.linkability.metrics import chance_precision, pairwise_scores
 from benchmarks.linkability.observations import join_records, trait_vector
 from benchmarks.linkability.simulator import SimParams, apply_policy, trace_from_flows
 from benchmarks.linkability_run import (
-    POPULATION_HOST,
     LinkabilityParams,
     _add_device_addresses,
     _workloads,
     device_class_of,
+    population_host,
     replay,
     setup_devices,
 )
@@ -40,6 +40,7 @@ from testbed.network import Network
 from testbed.scenario import Scenario
 from testbed.services import ech as ech_service
 from tests.conftest import require_root
+from topologies import load_topology
 
 PARAMS = LinkabilityParams(households=20, duration_s=15, pool_size=8, epoch_s=60,
                            sessions_per_device_per_hour=900, model="none",
@@ -57,7 +58,7 @@ def replays(tmp_path_factory):
     out = tmp_path_factory.mktemp("linkability")
     scenario = replace(Scenario(), subscribers=1, population=PARAMS.households)
     results = {}
-    with Network(scenario) as net:
+    with Network(scenario, topology=load_topology(scenario.topology)) as net:
         workload, _temp = _workloads(replace(PARAMS), net, scenario.subscribers)
         # few sites, so devices come back to the same site and can present a ticket
         workload = _few_sites(workload)
@@ -71,8 +72,9 @@ def replays(tmp_path_factory):
                            named_sites=tuple(workload.params.sensitive_sites))
             env.start(["direct"])
             try:
-                loader = ech_service.LoadGenerator(net[POPULATION_HOST], dns=env.dns.address,
-                                                   ca_file=env.ca_file, workdir=out / "load")
+                loader = ech_service.LoadGenerator(net[population_host(net)],
+                                                   dns=env.dns.address, ca_file=env.ca_file,
+                                                   workdir=out / "load")
                 for policy in policies:
                     name = f"{policy}-{'resume' if resumption else 'full'}"
                     truth, front, counts = replay(env, loader, policy, workload.records, out,
