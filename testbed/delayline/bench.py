@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-iperf", action="store_true")
     parser.add_argument(
         "--variants",
-        default="direct,none,default,spin0,nort",
+        default="direct,none,default,shaped,spin0,nort",
         help="comma list of: direct, none (delay line, no emulation), default (delay only),"
         " shaped (delay + --rate-mbit), spin0 (--spin-us 0), nort (--rt-priority 0)",
     )
