@@ -222,7 +222,9 @@ type pollFd struct {
 
 // overloadLimit bounds the forwarder's own backlog of frames already due but not yet sent.
 // Without a rate that is the spec's limit: the input is then unbounded, the emulator itself
-// is the bottleneck and must drop like one. With a rate the scheduler's queue already drops
+// is the bottleneck and must drop like one, so that the calibration gate sees it (measured
+// with a 100 ms bound there: unshaped TCP ran into the backlog without a single drop, 16 ms
+// late at the median, and nothing would have flagged that the emulator set the rate). With a rate the scheduler's queue already drops
 // everything above the rate, so the backlog can only grow while this thread is not running
 // (CPU stalls of a few to tens of ms on a shared 2-core machine): the bound is then at least
 // overloadSlack of frames at that rate (8,333 at 1 Gbit/s), so a stall makes frames late,
