@@ -20,7 +20,7 @@ from rich.table import Table
 
 from benchmarks.linkability_run import LinkabilityParams, run_linkability
 from testbed import lifecycle, paths
-from testbed.calibration import LinkCalibration, calibrate
+from testbed.calibration import LinkCalibration, calibrate, gate_failures
 from testbed.calibration import summary as calibration_summary
 from testbed.errors import CfrbenchError, UsageError
 from testbed.network import Network
@@ -45,31 +45,35 @@ def rtt_pairs(net: Network) -> list[tuple[str, str]]:
     return pairs
 
 
-def _miscalibrated(cal: list[LinkCalibration]) -> list[LinkCalibration]:
-    return [c for c in cal if not c.samples or c.error_median_ms > CALIBRATION_MAX_MEDIAN_ERROR_MS]
+def _miscalibrated(cal: list[LinkCalibration]) -> tuple[list[str], list[str]]:
+    """(failing link names, reasons) by the one calibration gate every network passes
+    (testbed.calibration.gate_failures: echo replies, median error, emulator drops)."""
+    failures = gate_failures(cal, CALIBRATION_MAX_MEDIAN_ERROR_MS)
+    links = [c.link for c in cal if any(f.startswith(f"{c.link} ") for f in failures)]
+    return links, failures
 
 
 def preflight(net: Network, console: Console) -> tuple[dict, bool]:
     """Calibration, reachability of every host pair (v4 and v6), RTT on the main paths."""
     cal = calibrate(net)
-    bad = _miscalibrated(cal)
+    bad, failures = _miscalibrated(cal)
     first_attempt = None
     if bad:
         # A slow phase of a shared host delays the userspace delay line for a few seconds
         # (p99 errors of 20+ ms seen); a mis-emulating link stays bad when measured again.
-        console.print(f"[yellow]calibration: median error above "
-                      f"{CALIBRATION_MAX_MEDIAN_ERROR_MS} ms on "
-                      f"{', '.join(c.link for c in bad)}; measuring once more[/]")
-        first_attempt = calibration_summary(cal)
+        console.print(f"[yellow]calibration: {'; '.join(failures)}; measuring once more[/]")
+        first_attempt = {**calibration_summary(cal), "failures": failures}
         cal = calibrate(net)
-        bad = _miscalibrated(cal)
+        bad, failures = _miscalibrated(cal)
     pings = [ping_all(net, 4), ping_all(net, 6)]
     rows = rtt_table(net, rtt_pairs(net))
     _print_preflight(console, cal, pings, rows)
     ok = not bad and not any(p.failures for p in pings)
     if bad:
-        console.print(f"[red]calibration failed on {', '.join(c.link for c in bad)}[/]")
-    data = {"calibration": calibration_summary(cal),
+        console.print(f"[red]calibration failed on {', '.join(bad)}: {'; '.join(failures)}[/]")
+    data = {"calibration": {**calibration_summary(cal),
+                            "gate": {"passed": not bad, "failures": failures,
+                                     "first_attempt": first_attempt}},
             "calibration_first_attempt": first_attempt,
             "connectivity": [asdict(p) for p in pings],
             "rtt": [asdict(r) for r in rows],
