@@ -20,7 +20,7 @@ from testbed.network import Network
 from testbed.services import dns as dns_service
 from testbed.services import ech as ech_service
 from testbed.services.proxy import PROXY_PORT, Proxy, start_proxy
-from testbed.services.relay import ACCESS_INTERFACE, EGRESS_INTERFACE, RelayDeployment
+from testbed.services.relay import RelayDeployment
 
 POLICY_OF_PATH = {
     "direct": "route",
@@ -32,11 +32,9 @@ POLICY_OF_PATH = {
 }
 CLIENT = "s1"
 IPERF_PORT = 5201
-#: The iperf3 sink on the transit router, one hop beyond the relay (forwarding_cost).
-TRANSIT = "core"
+#: The iperf3 sink on the topology's transit router (roles.transit), one hop beyond the
+#: relay (forwarding_cost).
 TRANSIT_IPERF_PORT = 5202
-#: The relay node's interfaces towards the subscribers and towards the Internet.
-RELAY_INTERFACES = (ACCESS_INTERFACE, EGRESS_INTERFACE)
 #: Delay-line counters summed into every iperf3 sample's record: frames the emulator itself
 #: dropped or lost (overload, socket buffer) and frames its emulated queue dropped.
 EMULATOR_COUNTERS = ("dropped_overload", "kernel_drops", "dropped_queue")
@@ -119,24 +117,31 @@ class BenchEnv:
             time.sleep(0.05)
         raise NetworkError(f"nothing listens on {node}:{port}")
 
+    def relay_interfaces(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The relay node's interfaces towards the subscribers and towards the Internet."""
+        roles = self.net.roles
+        return tuple(roles.relay_access), tuple(roles.relay_upstream)
+
     def transit_target(self) -> str:
         """Address of an iperf3 sink on the transit router right behind the relay (started on
         first use). Why there: the segment relay -> transit carries no delay line, so a load
         to it crosses the relay and no emulator (see benchmarks.forwarding_cost)."""
-        link = next((lk for lk in self.net.graph.links if {lk.a, lk.b} == {"edge", TRANSIT}),
+        relay, transit = self.net.roles.relay, self.net.roles.transit
+        link = next((lk for lk in self.net.graph.links if {lk.a, lk.b} == {relay, transit}),
                     None)
         if link is None or link.addrs is None:
-            raise NetworkError(f"no addressed link between edge and {TRANSIT} in this topology")
+            raise NetworkError(f"no addressed link between {relay} and {transit} in this "
+                               "topology")
         if link.spec.needs_delay():
-            raise NetworkError(f"the edge-{TRANSIT} link has delay configured: a load to "
-                               f"{TRANSIT} would cross a delay line; put the delay on another "
+            raise NetworkError(f"the {relay}-{transit} link has delay configured: a load to "
+                               f"{transit} would cross a delay line; put the delay on another "
                                "link class (e.g. cdn) for forwarding_cost")
-        addr = str(link.addrs.b4 if link.b == TRANSIT else link.addrs.a4)
+        addr = str(link.addrs.b4 if link.b == transit else link.addrs.a4)
         if self.transit_server is None:
-            self.transit_server = self.net[TRANSIT].spawn(
+            self.transit_server = self.net[transit].spawn(
                 ["iperf3", "-s", "-B", addr, "-p", str(TRANSIT_IPERF_PORT)],
                 label="iperf3-transit", log=self.workdir / "iperf3-transit.log")
-            self._wait_port(TRANSIT, TRANSIT_IPERF_PORT)
+            self._wait_port(transit, TRANSIT_IPERF_PORT)
         return addr
 
     def emulator_counters(self) -> dict[str, int]:

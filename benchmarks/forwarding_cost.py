@@ -98,12 +98,16 @@ class ForwardedPackets:
     not_forwarded: int = 0
 
 
-def parse_perf_script(lines: Iterable[str], ingress: str, egress: str) -> ForwardedPackets:
+def parse_perf_script(lines: Iterable[str], ingress: str | Sequence[str],
+                      egress: str | Sequence[str]) -> ForwardedPackets:
     """Pair receive and transmit events of the same skb on the same core.
 
-    `lines` is `perf script -F cpu,time,event,trace --ns` output. A packet received on
-    `ingress` and transmitted on `egress` is `up`; the reverse is `down`. A transmit without
-    a pending receive (the node's own packets) or on the interface it came in on is ignored."""
+    `lines` is `perf script -F cpu,time,event,trace --ns` output. A packet received on an
+    `ingress` interface (subscriber side) and transmitted on an `egress` one (Internet side)
+    is `up`; the reverse is `down`. A transmit without a pending receive (the node's own
+    packets) or on the side it came in on is ignored."""
+    ingress_set = {ingress} if isinstance(ingress, str) else set(ingress)
+    egress_set = {egress} if isinstance(egress, str) else set(egress)
     out = ForwardedPackets()
     pending: dict[tuple[str, str], tuple[float, str]] = {}
     for line in lines:
@@ -131,10 +135,10 @@ def parse_perf_script(lines: Iterable[str], ingress: str, egress: str) -> Forwar
             continue
         took = (ts - start[0]) * 1e9
         size = int(fields.get("len", "0"))
-        if start[1] == ingress and dev == egress:
+        if start[1] in ingress_set and dev in egress_set:
             out.up_ns.append(took)
             out.up_bytes += size
-        elif start[1] == egress and dev == ingress:
+        elif start[1] in egress_set and dev in ingress_set:
             out.down_ns.append(took)
             out.down_bytes += size
     out.not_forwarded += len(pending)
@@ -205,8 +209,9 @@ def _run_group(argv: Sequence[str], timeout: float) -> subprocess.CompletedProce
     return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
 
 
-def capture(load_argv: Sequence[str], ingress: str, egress: str, workdir: Path,
-            timeout: float) -> tuple[subprocess.CompletedProcess, ForwardedPackets]:
+def capture(load_argv: Sequence[str], ingress: Sequence[str], egress: Sequence[str],
+            workdir: Path, timeout: float) -> tuple[subprocess.CompletedProcess,
+                                                   ForwardedPackets]:
     """Run `load_argv` under `perf record -a` with the two tracepoints filtered to the
     node's interfaces; return the load's result and the forwarded packets.
 
@@ -215,7 +220,7 @@ def capture(load_argv: Sequence[str], ingress: str, egress: str, workdir: Path,
     perf = perf_binary()
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "forwarding.perf.data"
-    flt = f'name == "{ingress}" || name == "{egress}"'
+    flt = " || ".join(f'name == "{name}"' for name in (*ingress, *egress))
     # No build-id scan and no BPF program synthesis: tracepoints need neither, and they made
     # perf take 2.5 s instead of 1.3 s around a 1 s load.
     record = [perf, "record", "-q", "-a", "-o", str(data), "-m", str(PERF_BUFFER_PAGES),

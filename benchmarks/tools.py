@@ -28,7 +28,6 @@ from benchmarks import forwarding_cost as fwd
 from benchmarks.environment import (
     CLIENT,
     IPERF_PORT,
-    RELAY_INTERFACES,
     TRANSIT_IPERF_PORT,
     BenchEnv,
     socat_forwarder,
@@ -268,7 +267,7 @@ def forwarding_cost(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Res
     target = env.transit_target()
     load = env.net[CLIENT].command(["iperf3", "-c", target, "-p", str(TRANSIT_IPERF_PORT),
                                     "-B", env.client_source(4), "-J", *argv])
-    ingress, egress = RELAY_INTERFACES
+    ingress, egress = env.relay_interfaces()
     try:
         proc, packets = fwd.capture(load, ingress, egress, env.workdir / "forwarding",
                                     timeout=duration + 30)

@@ -127,3 +127,11 @@ def test_coverage_rejects_lost_events_and_foreign_packets() -> None:
     assert "lost events" in fwd.coverage_problem(40_000, 100_000)
     assert "another network" in fwd.coverage_problem(200_000, 100_000)
     assert fwd.coverage_problem(0, 0) is None  # nothing sent: judged by the estimate instead
+
+
+def test_a_relay_with_several_access_interfaces_counts_each_as_the_subscriber_side() -> None:
+    lines = [rx(0, 1_000, "edge-a1", "0xa"), tx(0, 3_000, "edge-core", "0xa"),
+             rx(1, 1_000, "edge-a2", "0xb"), tx(1, 4_000, "edge-core", "0xb"),
+             rx(1, 5_000, "edge-a1", "0xc"), tx(1, 6_000, "edge-a2", "0xc")]  # access->access
+    got = fwd.parse_perf_script(lines, ("edge-a1", "edge-a2"), ("edge-core",))
+    assert got.up_ns == pytest.approx([2000, 3000]) and got.down_ns == []
