@@ -35,6 +35,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   done
 fi
 
+# perf: the forwarding-cost benchmark times the relay node's packets with kernel tracepoints.
+# Debian ships it as linux-perf; Ubuntu as linux-tools (the generic wrapper plus the tools
+# of the running kernel, when the archive has them).
+if ! perf version >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  if apt-cache show linux-perf >/dev/null 2>&1; then
+    echo "setup: installing Debian package: linux-perf"
+    apt-get install -y -qq --no-install-recommends linux-perf >/dev/null
+  else
+    echo "setup: installing Ubuntu packages: linux-tools-common linux-tools-generic"
+    apt-get install -y -qq --no-install-recommends linux-tools-common linux-tools-generic \
+      >/dev/null
+    apt-get install -y -qq --no-install-recommends "linux-tools-$(uname -r)" >/dev/null 2>&1 \
+      || echo "setup: no linux-tools for kernel $(uname -r); forwarding_cost will say so"
+  fi
+fi
+
 # venv on the system interpreter, with system site-packages so Debian's Mininet is importable.
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV (system site-packages, for Mininet)"
