@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from testbed.errors import NetworkError
 from testbed.lifecycle import RunRegistry
 from testbed.node import ManagedProcess, NetnsNode
+from testbed.waiting import wait_until
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -78,24 +78,18 @@ def wait_tcp(
 
     Polling from inside the node is what tells readiness: the listener may only be
     reachable there. Fails fast, with the log tail, if the process died meanwhile."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def connects() -> bool:
         if proc is not None and not proc.alive():
             raise NetworkError(
                 f"[{node.name}] {what} exited with status {proc.popen.returncode} before "
                 f"listening on {join_hostport(host, port)}: {proc.log_tail(5)}"
             )
         probe = [sys.executable, "-S", "-c", _TCP_PROBE, host, str(port)]
-        res = node.run(probe, check=False, timeout=5)
-        if res.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            tail = proc.log_tail(5) if proc else ""
-            raise NetworkError(
-                f"[{node.name}] {what} not listening on {join_hostport(host, port)} "
-                f"after {timeout:.0f}s: {tail}"
-            )
-        time.sleep(0.05)
+        return node.run(probe, check=False, timeout=5).returncode == 0
+
+    wait_until(connects, timeout, 0.05,
+               f"[{node.name}] {what} to listen on {join_hostport(host, port)}",
+               detail=lambda: proc.log_tail(5) if proc else "")
 
 
 def is_ipv6(addr: str) -> bool:

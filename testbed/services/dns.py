@@ -29,6 +29,7 @@ from testbed.errors import EnvironmentProblem, NetworkError, UsageError
 from testbed.lifecycle import RunRegistry
 from testbed.node import ManagedProcess, NetnsNode
 from testbed.services import TEMPLATE_DIR, join_hostport
+from testbed.waiting import wait_until
 
 RNDC_KEY_NAME = "cfrbench-rndc"
 
@@ -208,20 +209,20 @@ class DnsServer:
             "r=dns.query.udp(q,sys.argv[2],port=int(sys.argv[3]),timeout=1)\n"
             "print(r.answer[0][0].serial if r.answer else -1)\n"
         )
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
+        last = [""]
+
+        def serves_serial() -> bool:
             if self.proc is not None and not self.proc.alive():
                 raise NetworkError(f"[{self.node.name}] named exited: {self.proc.log_tail(8)}")
             res = self.node.run([sys.executable, "-c", script, apex, host, str(self.port)],
                                 check=False, timeout=5)
-            last = (res.stdout or res.stderr).strip()
-            if res.returncode == 0 and last.isdigit() and int(last) >= serial:
-                return
-            time.sleep(0.1)
-        tail = self.proc.log_tail(8) if self.proc else ""
-        raise NetworkError(f"[{self.node.name}] named did not serve serial {serial} within "
-                           f"{timeout:.0f}s (last: {last[-200:]}): {tail}")
+            last[0] = (res.stdout or res.stderr).strip()
+            return res.returncode == 0 and last[0].isdigit() and int(last[0]) >= serial
+
+        wait_until(serves_serial, timeout, 0.1,
+                   f"[{self.node.name}] named to serve {apex} serial {serial}",
+                   detail=lambda: f"last answer {last[0][-200:]!r}; "
+                                  + (self.proc.log_tail(8) if self.proc else ""))
 
     def stop(self) -> None:
         if self.proc is not None:

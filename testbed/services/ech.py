@@ -14,7 +14,6 @@ import json
 import shlex
 import signal
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from testbed.lifecycle import RunRegistry
 from testbed.node import ManagedProcess, NetnsNode
 from testbed.services import join_hostport, probe_host, split_hostport, wait_tcp
 from testbed.services.dns import DnsServer
+from testbed.waiting import wait_until
 
 MODES = ("shared", "split")
 PUBLIC_NAME = "cdn.example"
@@ -165,15 +165,14 @@ class _EchdService:
             raise NetworkError(f"echd {self.command} is not running")
         before = len(self._reload_events())
         self.proc.popen.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            events = self._reload_events()
-            if len(events) > before:
-                if "failed" in events[-1]:
-                    raise NetworkError(events[-1])
-                return
-            time.sleep(0.02)
-        raise NetworkError(f"echd {self.command} did not report the key reload in {timeout}s")
+
+        def new_events() -> list[str]:
+            return self._reload_events()[before:]
+
+        events = wait_until(new_events, timeout, 0.02,
+                            f"echd {self.command} to report the key reload")
+        if "failed" in events[-1]:
+            raise NetworkError(events[-1])
 
     def records(self) -> list[dict]:
         """The log so far: one dict per connection (fields: see ech/README.md)."""

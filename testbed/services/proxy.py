@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import shutil
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
 from testbed.addressing import ALLOWED_V4, ALLOWED_V6
-from testbed.errors import EnvironmentProblem, NetworkError
+from testbed.errors import EnvironmentProblem
 from testbed.node import ManagedProcess, NetnsNode
+from testbed.waiting import wait_until
 
 PROXY_PORT = 3128
 # CONNECT is allowed to HTTPS, to the proxy port (clients may chain providers) and to
@@ -54,13 +54,10 @@ class Proxy:
 
 
 def _wait_listening(node: NetnsNode, address: str, port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = node.run(["ss", "-Hltn", f"sport = :{port}"], check=False).stdout
-        if out.strip():
-            return
-        time.sleep(0.05)
-    raise NetworkError(f"proxy on {node.name} not listening on {address}:{port}")
+    def listening() -> bool:
+        return bool(node.run(["ss", "-Hltn", f"sport = :{port}"], check=False).stdout.strip())
+
+    wait_until(listening, timeout, 0.05, f"the proxy on {node.name} to listen on {address}:{port}")
 
 
 def start_proxy(node: NetnsNode, address: str, workdir: Path, prefix: str,

@@ -25,6 +25,7 @@ from testbed.errors import NetworkError, ParameterError
 from testbed.network import Network
 from testbed.node import ManagedProcess
 from testbed.paths import REPO_ROOT
+from testbed.waiting import wait_until
 
 TABLE = "cfr"
 _TEMPLATES = jinja2.Environment(
@@ -104,15 +105,16 @@ class RelayDeployment:
         self.stop_daemon()
         self.daemon = self.node.spawn([cfr_command(), "run", str(self.config_path(policy))],
                                       label="cfr", log=self.workdir / "cfr-run.log")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if not self.daemon.alive():
-                raise NetworkError(f"cfr run exited: {self.daemon.log_tail()}")
-            if self.cfr("status", "--json", "--no-flows", check=False).returncode == 0:
-                self.policy = policy
-                return self.daemon
-            time.sleep(0.1)
-        raise NetworkError("cfr run did not report status within 20 s")
+        daemon = self.daemon
+
+        def reports_status() -> bool:
+            if not daemon.alive():
+                raise NetworkError(f"cfr run exited: {daemon.log_tail()}")
+            return self.cfr("status", "--json", "--no-flows", check=False).returncode == 0
+
+        wait_until(reports_status, 20, 0.1, "cfr run to report its status")
+        self.policy = policy
+        return daemon
 
     def stop_daemon(self) -> None:
         if self.daemon is not None:
