@@ -35,8 +35,8 @@ from relay.policies import CFR_POLICIES
 from testbed.addressing import AddressPlan
 from testbed.graph import path_links
 from testbed.leaks import CONTROL_CATEGORIES, FlowKey, LeakScanner, flow_key, on_wire
+from testbed.netns import NetnsNode
 from testbed.network import Network
-from testbed.node import NetnsNode
 
 #: Policies checked: the CFR's own, which alias subscribers in both families (cgn and
 #: nptv6 route or map one family 1:1 by design, so the front door may see them there).

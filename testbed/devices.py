@@ -43,7 +43,7 @@ import jinja2
 
 from testbed.errors import NetworkError, ParameterError
 from testbed.lifecycle import RunRegistry
-from testbed.node import NetnsNode
+from testbed.netns import NetnsNode
 
 CLONE_NEWNET = 0x40000000
 RULE_PREF = 50  # before the local table, which moves to LOCAL_PREF

@@ -169,7 +169,7 @@ class DelayLineNode(Node):
         return self.workdir / f"{self.name}.stats.json"
 
     def start(self, controllers: list | None = None) -> None:
-        from testbed.node import _die_with_parent
+        from testbed.netns import _die_with_parent
 
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))

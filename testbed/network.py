@@ -1,6 +1,7 @@
 """The emulated network as a context manager: build, name, start, tear down.
 
-Composition in Mininet's layering: `testbed.nodes` run commands, `testbed.links` configure
+Composition in Mininet's layering: `testbed.nodes` (Mininet node classes) and
+`testbed.netns` (commands in a node's namespace) run commands, `testbed.links` configure
 interfaces, this module composes them. Each Mininet node's namespace is attached under a
 run-unique name (`<prefix>-<node>`, recorded *before* it exists) so that `cfrbench exec`
 can reach it and `cfrbench clean` can remove it after a crash, and nothing else.
@@ -26,7 +27,7 @@ from mininet.net import Mininet
 from testbed.errors import NetworkError
 from testbed.lifecycle import RunRegistry
 from testbed.links import DelayLineNode, choose_mechanism
-from testbed.node import NetnsNode
+from testbed.netns import NetnsNode
 from testbed.roles import Roles, TopologyClass, resolve_topology
 from testbed.scenario import Scenario
 

@@ -1,5 +1,7 @@
 """Mininet node classes: hosts and hosts-as-routers, configured from plain parameters.
 
+(Running commands in an existing node's namespace, by name, is `testbed.netns`.)
+
 All configuration a node needs (addresses, routes, forwarding, an access bridge) arrives as
 node parameters computed by the topology, so the same topology runs under `cfrbench` and
 under `mn --custom`. Configuration is applied with one `ip -batch` per node through nsenter

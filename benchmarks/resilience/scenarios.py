@@ -27,8 +27,8 @@ from testbed.addressing import AddressPlan
 from testbed.errors import UsageError
 from testbed.leaks import CONTROL_CATEGORIES, sources_seen
 from testbed.lifecycle import RunRegistry
+from testbed.netns import ManagedProcess
 from testbed.network import Network
-from testbed.node import ManagedProcess
 from testbed.paths import REPO_ROOT
 from testbed.scenario import Scenario
 from testbed.services import ech as ech_service

@@ -1,6 +1,6 @@
 """Launchers for the testbed's real services (ECH front door, origins, DNS, load generator).
 
-Each launcher takes a node (`testbed.node.NetnsNode`) and starts its process there with
+Each launcher takes a node (`testbed.netns.NetnsNode`) and starts its process there with
 `node.spawn`, so the process is recorded in the run registry and dies with the controller.
 `HostNode` runs in the controller's own network namespace, for loopback tests and
 benchmarks that need no emulated network.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from testbed.errors import NetworkError
 from testbed.lifecycle import RunRegistry
-from testbed.node import ManagedProcess, NetnsNode
+from testbed.netns import ManagedProcess, NetnsNode
 from testbed.waiting import wait_until
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"

@@ -27,7 +27,7 @@ import jinja2
 
 from testbed.errors import EnvironmentProblem, NetworkError, UsageError
 from testbed.lifecycle import RunRegistry
-from testbed.node import ManagedProcess, NetnsNode
+from testbed.netns import ManagedProcess, NetnsNode
 from testbed.services import TEMPLATE_DIR, join_hostport
 from testbed.waiting import wait_until
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from testbed import paths
 from testbed.errors import NetworkError, ParameterError, UsageError
 from testbed.lifecycle import RunRegistry
-from testbed.node import ManagedProcess, NetnsNode
+from testbed.netns import ManagedProcess, NetnsNode
 from testbed.services import join_hostport, probe_host, split_hostport, wait_tcp
 from testbed.services.dns import DnsServer
 from testbed.waiting import wait_until

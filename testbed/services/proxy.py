@@ -14,7 +14,7 @@ import jinja2
 
 from testbed.addressing import ALLOWED_V4, ALLOWED_V6
 from testbed.errors import EnvironmentProblem
-from testbed.node import ManagedProcess, NetnsNode
+from testbed.netns import ManagedProcess, NetnsNode
 from testbed.waiting import wait_until
 
 PROXY_PORT = 3128

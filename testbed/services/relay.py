@@ -22,8 +22,8 @@ import jinja2
 
 from relay.policies import POLICIES
 from testbed.errors import NetworkError, ParameterError
+from testbed.netns import ManagedProcess
 from testbed.network import Network
-from testbed.node import ManagedProcess
 from testbed.paths import REPO_ROOT
 from testbed.waiting import wait_until
 

@@ -23,7 +23,7 @@ import pytest
 
 from testbed import paths
 from testbed.lifecycle import RunRegistry
-from testbed.node import NetnsNode
+from testbed.netns import NetnsNode
 from testbed.services.dns import DnsServer, ZoneData, site_names
 from testbed.services.ech import (
     CdnDeployment,

@@ -11,7 +11,7 @@ from testbed.devices import (
     StackProfile,
 )
 from testbed.lifecycle import RunRegistry
-from testbed.node import NetnsNode
+from testbed.netns import NetnsNode
 
 
 class _Registry(RunRegistry):

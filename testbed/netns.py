@@ -1,4 +1,8 @@
-"""Running commands inside a node's network namespace.
+"""Running commands inside a node's network namespace (named for that: a netns by name).
+
+Not to be confused with `testbed.nodes`, the Mininet node classes that configure a node's
+addresses and routes while the network is built; this module only needs the namespace name,
+so it also serves detached networks, devices and services long after Mininet is gone.
 
 A node is a named network namespace (`<prefix>-<node>`, see `testbed.lifecycle`). `run`
 executes a command to completion; `spawn` starts a service that is recorded in the run state
