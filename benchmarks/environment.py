@@ -3,8 +3,11 @@
 Paths are realised on the same network and switched sample by sample, never rebuilt:
 - `direct`: the relay's `route` policy;
 - `cfr-flow`, `cfr-epoch`, `cgn`: the relay on the ISP edge with that policy;
-- `proxy`: tinyproxy (HTTP CONNECT) on relay provider p1, reached via the detour;
-- `proxy-chain`: tinyproxy on p1 forwarding to tinyproxy on p2 (two off-path hops).
+- `proxy`: tinyproxy (HTTP CONNECT) on the topology's first relay provider, reached via the
+  detour;
+- `proxy-chain`: tinyproxy there forwarding to tinyproxy on the second provider (two
+  off-path hops).
+Every node is named by the topology's roles (`net.roles`), never by a literal name.
 ECH goes end to end on every path: the proxies tunnel the TLS and never terminate it.
 """
 
@@ -15,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testbed.calibration import EMULATOR_DROP_COUNTERS, QUEUE_DROP_COUNTERS
 from testbed.errors import NetworkError
 from testbed.network import Network
 from testbed.services import dns as dns_service
@@ -30,14 +34,14 @@ POLICY_OF_PATH = {
     "proxy": "route",
     "proxy-chain": "route",
 }
-CLIENT = "s1"
 IPERF_PORT = 5201
 #: The iperf3 sink on the topology's transit router (roles.transit), one hop beyond the
 #: relay (forwarding_cost).
 TRANSIT_IPERF_PORT = 5202
 #: Delay-line counters summed into every iperf3 sample's record: frames the emulator itself
-#: dropped or lost (overload, socket buffer) and frames its emulated queue dropped.
-EMULATOR_COUNTERS = ("dropped_overload", "kernel_drops", "dropped_queue")
+#: dropped or lost (overload, socket buffer, send errors) and frames its emulated queue
+#: dropped; the one list of each kind is testbed.calibration's.
+EMULATOR_COUNTERS = EMULATOR_DROP_COUNTERS + QUEUE_DROP_COUNTERS
 CHAIN_PORT = PROXY_PORT + 1  # the ingress instance on p1 that forwards to p2
 
 
@@ -64,6 +68,7 @@ class BenchEnv:
     def start(self, paths: list[str]) -> BenchEnv:
         """Start DNS, the CDN (front door, origin in split mode), proxies and the relay."""
         plan = self.net.graph.plan
+        roles = self.net.roles
         fd4, fd6 = plan.front_door()
         dns4, dns6 = plan.dns_server()
         ca_dir = self.workdir / "ca"
@@ -72,8 +77,8 @@ class BenchEnv:
         ech_service.generate_ech_keys(key_dir)
         self.ca_file = ca_dir / "ca.pem"
         self.cdn = ech_service.CdnDeployment(
-            front_node=self.net["fd"], ca_dir=ca_dir, key_dir=key_dir, mode=self.ech_mode,
-            origin_node=self.net["o1"], origin_listen="[::]:8443",
+            front_node=self.net[roles.front_door], ca_dir=ca_dir, key_dir=key_dir,
+            mode=self.ech_mode, origin_node=self.net[roles.origins[0]], origin_listen="[::]:8443",
             origin_connect=f"{plan.origin(0)[0]}:8443", resumption=self.resumption,
             named_sites=self.named_sites,
             workdir=self.workdir / "cdn",
@@ -82,19 +87,24 @@ class BenchEnv:
         zone = dns_service.ZoneData(names=["cdn.example", *self.sites],
                                     ech_config_list=self.cdn.front.ech_config_list(),
                                     ipv4=[str(fd4)], ipv6=[str(fd6)])
-        self.dns = dns_service.DnsServer(self.net["dns"], zone, listen_v4=[str(dns4)],
+        self.dns = dns_service.DnsServer(self.net[roles.dns], zone, listen_v4=[str(dns4)],
                                          listen_v6=[str(dns6)], workdir=self.workdir / "dns")
         self.dns.start()
         if "proxy" in paths or "proxy-chain" in paths:
-            p1 = self.net.primary_addresses("p1")[0]
-            p2 = self.net.primary_addresses("p2")[0]
+            if len(roles.providers) < (2 if "proxy-chain" in paths else 1):
+                raise NetworkError("the proxy paths need relay providers (two for "
+                                   f"proxy-chain); this topology has {roles.providers}")
+            first = roles.providers[0]
+            p1 = self.net.primary_addresses(first)[0]
             prefix = self.net.registry.prefix
-            self.proxies["proxy"] = start_proxy(self.net["p1"], p1, self.workdir, prefix)
+            self.proxies["proxy"] = start_proxy(self.net[first], p1, self.workdir, prefix)
             if "proxy-chain" in paths:
-                egress = start_proxy(self.net["p2"], p2, self.workdir, prefix)
+                second = roles.providers[1]
+                p2 = self.net.primary_addresses(second)[0]
+                egress = start_proxy(self.net[second], p2, self.workdir, prefix)
                 self.proxies["egress"] = egress
                 self.proxies["proxy-chain"] = start_proxy(
-                    self.net["p1"], p1, self.workdir, prefix, upstream=egress.endpoint,
+                    self.net[first], p1, self.workdir, prefix, upstream=egress.endpoint,
                     port=CHAIN_PORT)
         self.relay = RelayDeployment(self.net, self.workdir / "relay", pool_size=self.pool_size,
                                      epoch_s=self.epoch_s)
@@ -103,10 +113,10 @@ class BenchEnv:
         self.relay.apply("route")
         self.relay.prepare_switching(policies)
         fd_addr = str(fd4)
-        self.iperf_server = self.net["fd"].spawn(
+        self.iperf_server = self.net[roles.front_door].spawn(
             ["iperf3", "-s", "-B", fd_addr, "-p", str(IPERF_PORT)], label="iperf3",
             log=self.workdir / "iperf3-server.log")
-        self._wait_port("fd", IPERF_PORT)
+        self._wait_port(roles.front_door, IPERF_PORT)
         return self
 
     def _wait_port(self, node: str, port: int, timeout: float = 10) -> None:
@@ -191,7 +201,7 @@ class BenchEnv:
 
     def load_generator(self) -> ech_service.LoadGenerator:
         assert self.dns is not None and self.ca_file is not None
-        return ech_service.LoadGenerator(self.net[CLIENT], dns=self.dns.address,
+        return ech_service.LoadGenerator(self.net[self.net.roles.client], dns=self.dns.address,
                                          ca_file=self.ca_file, workdir=self.workdir / "load")
 
     def cpu_seconds(self) -> float:
@@ -216,9 +226,10 @@ def socat_forwarder(env: BenchEnv, path: str, listen_port: int) -> subprocess.Po
     proxy = env.proxies[path]
     host, port = proxy.endpoint.rsplit(":", 1)
     target = env.front_door(4)
-    proc = env.net[CLIENT].spawn(
+    client = env.net.roles.client
+    proc = env.net[client].spawn(
         ["socat", f"TCP-LISTEN:{listen_port},bind=127.0.0.1,reuseaddr,fork",
          f"PROXY:{host}:{target}:{IPERF_PORT},proxyport={port}"],
         label="socat", log=env.workdir / "socat.log")
-    env._wait_port(CLIENT, listen_port)
+    env._wait_port(client, listen_port)
     return proc

@@ -29,16 +29,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from benchmarks.analysis import Blocks, decide
 from benchmarks.calgate import after_measurements, calibration_gate
 from benchmarks.definitions import BenchmarkDefinition, available_benchmarks, load_benchmarks
-from benchmarks.environment import BenchEnv
-from benchmarks.leakcheck import ALIASING_POLICIES, run_leak_check
+from benchmarks.environment import POLICY_OF_PATH, BenchEnv
+from benchmarks.leakcheck import run_leak_check
 from benchmarks.records import RecordWriter, make_record
 from benchmarks.registry import TOOLS as TOOL_SPECS
 from benchmarks.schedule import PlanStep, ScheduleItem, blocks, plan
 from benchmarks.sequential import LookPlan
 from benchmarks.tools import TOOLS
+from relay.policies import CFR_POLICIES
 from testbed.lifecycle import RunRegistry
 from testbed.network import Network
 from testbed.scenario import Scenario, with_link_override
+from topologies import load_topology
 
 DEFAULT_BENCHMARKS = ("latency", "throughput", "connrate")
 #: report-only benchmarks a profile adds to the defaults when they are defined (the unshaped
@@ -134,7 +136,8 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
         for index, group in enumerate(groups, 1):
             label = f"network {index}/{len(groups)}"
             progress.update(task, description=f"{label}: starting")
-            with Network(group.scenario, registry) as net:
+            with Network(group.scenario, registry,
+                         topology=load_topology(group.scenario.topology)) as net:
                 outcome.mechanism = net.mechanism
                 progress.update(task, description=f"{label}: calibrating")
                 where = f"{label} ({_describe(group)})"
@@ -152,7 +155,7 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
                     for step in group.steps:
                         _run_step(env, step, writer, progress, task, label, outcome,
                                   definitions_by_name[step.benchmark])
-                    aliasing = [p for p in ALIASING_POLICIES if p in paths]
+                    aliasing = aliasing_policies(paths)
                     if aliasing:
                         progress.update(task, description=f"{label}: leak check")
                         outcome.leak_checks.append(
@@ -163,6 +166,15 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
                     outcome.switch_seconds.extend(env.switch_seconds)
                     env.stop()
     return outcome
+
+
+def aliasing_policies(paths: Sequence[str]) -> list[str]:
+    """The CFR policies (relay.policies.CFR_POLICIES) the measured paths put on the relay:
+    the leak check runs under each. Path and policy names are different things (a path is
+    how the client is reached, a policy what the relay does); POLICY_OF_PATH maps one to
+    the other."""
+    used = {POLICY_OF_PATH[p] for p in paths}
+    return [policy for policy in CFR_POLICIES if policy in used]
 
 
 def _describe(group: NetworkGroup) -> str:
