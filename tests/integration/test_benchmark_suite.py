@@ -28,7 +28,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     require_root()
     out = tmp_path_factory.mktemp("bench") / "run"
-    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "run", "--profile", "tiny",
+    proc = subprocess.run([sys.executable, "-m", "cfrbench.cli", "run", "--profile", "tiny",
                            "--out", str(out)], capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-4000:])
     return out, proc.stdout
@@ -84,7 +84,7 @@ def test_report_rerenders_from_raw_records(tiny_run: tuple[Path, str]) -> None:
     run_dir, _ = tiny_run
     before = json.loads((run_dir / "results.json").read_text())
     (run_dir / "report.md").unlink()
-    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "report", str(run_dir)],
+    proc = subprocess.run([sys.executable, "-m", "cfrbench.cli", "report", str(run_dir)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     after = json.loads((run_dir / "results.json").read_text())
@@ -101,7 +101,7 @@ def test_gate_finds_nothing_wrong_with_a_run_against_itself(tiny_run: tuple[Path
     passes."""
     run_dir, _ = tiny_run
     out = tmp_path / "gate.json"
-    proc = subprocess.run([sys.executable, "-m", "testbed.cli", "compare", str(run_dir),
+    proc = subprocess.run([sys.executable, "-m", "cfrbench.cli", "compare", str(run_dir),
                            str(run_dir), "--json", str(out)], capture_output=True, text=True,
                           timeout=300)
     rows = json.loads(out.read_text())["rows"]

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def _cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "testbed.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "cfrbench.cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=150)
 
 

@@ -30,7 +30,7 @@ PHASES = {
 
 
 def _cli(*args, timeout=180):
-    return subprocess.run([sys.executable, "-m", "testbed.cli", *args], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "cfrbench.cli", *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -56,7 +56,7 @@ def test_interrupt_then_clean_leaves_nothing(tmp_path, phase, sig):
     require_root()
     links_before = root_links()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "testbed.cli", "run", "--profile", "tiny", "latency",
+        [sys.executable, "-m", "cfrbench.cli", "run", "--profile", "tiny", "latency",
          "--out", str(tmp_path / "run")],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200"))

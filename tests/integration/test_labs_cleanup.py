@@ -93,7 +93,7 @@ def test_kill_9_of_a_lab_then_clean_leaves_nothing(name: str) -> None:
     left = _leftovers(prefix)
     assert len(left["netns"]) >= lab.min_netns and len(left["tmpdirs"]) >= lab.min_tmpdirs
 
-    clean = subprocess.run([sys.executable, "-m", "testbed.cli", "clean", prefix],
+    clean = subprocess.run([sys.executable, "-m", "cfrbench.cli", "clean", prefix],
                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert prefix in clean.stdout and "removed" in clean.stdout, clean.stdout

@@ -108,7 +108,7 @@ def test_clean_after_kill_9_removes_the_run_and_nothing_else():
     bystander = "cfrbench-test-bystander"
     subprocess.run(["ip", "netns", "add", bystander], check=True)
     links_before = root_links()
-    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "up", "--population", "5"],
+    proc = subprocess.Popen([sys.executable, "-m", "cfrbench.cli", "up", "--population", "5"],
                             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -122,7 +122,7 @@ def test_clean_after_kill_9_removes_the_run_and_nothing_else():
         assert len(ours) == len(run.netns) > 10
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        out = subprocess.run([sys.executable, "-m", "testbed.cli", "clean"], cwd=REPO_ROOT,
+        out = subprocess.run([sys.executable, "-m", "cfrbench.cli", "clean"], cwd=REPO_ROOT,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert f"{run.prefix}: removed {len(run.netns)} namespaces" in out.stdout
@@ -142,7 +142,7 @@ def test_detached_network_exec_passes_exit_status_and_down_removes_it():
     require_root()
 
     def cli(*args, **kw):
-        return subprocess.run([sys.executable, "-m", "testbed.cli", *args], cwd=REPO_ROOT,
+        return subprocess.run([sys.executable, "-m", "cfrbench.cli", *args], cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=120, **kw)
 
     up = cli("up", "--detach", "--population", "2", "--subscribers", "1")

@@ -154,7 +154,7 @@ class MyTopo(GraphTopo):
 
 def _cli(*args: str, cwd: Path, state_dir: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, CFRBENCH_STATE_DIR=str(state_dir)) if state_dir else None
-    return subprocess.run([sys.executable, "-m", "testbed.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "cfrbench.cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -164,7 +164,7 @@ def test_up_with_a_user_topology_file(tmp_path):
     require_root()
     (tmp_path / "my_topo.py").write_text(USER_TOPOLOGY)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "testbed.cli", "up", "--bare", "--topology", "./my_topo.py",
+        [sys.executable, "-m", "cfrbench.cli", "up", "--bare", "--topology", "./my_topo.py",
          "--subscribers", "1", "--population", "0"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     prefix = None

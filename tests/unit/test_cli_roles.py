@@ -13,8 +13,8 @@ import pytest
 from benchmarks.environment import POLICY_OF_PATH
 from benchmarks.leakcheck import ALIASING_POLICIES, path_of, subscriber_nodes, ttl_to_relay
 from benchmarks.linkability_run import LinkabilityParams
+from cfrbench.cli import VISIBLE_COMMANDS, build_parser, main, scenario_argv, scenario_from_args
 from relay.policies import CFR_POLICIES
-from testbed.cli import VISIBLE_COMMANDS, build_parser, main, scenario_argv, scenario_from_args
 from testbed.scenario import TOPOLOGIES, Scenario
 from topologies import load_topology
 

@@ -13,7 +13,7 @@ from testbed.paths import REPO_ROOT
 
 def _cfrbench(*args, state_dir):
     env = dict(os.environ, CFRBENCH_STATE_DIR=str(state_dir))
-    return subprocess.run([sys.executable, "-m", "testbed.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cfrbench.cli", *args], capture_output=True,
                           text=True, env=env, cwd=REPO_ROOT, timeout=60)
 
 
