@@ -26,7 +26,8 @@ from testbed.errors import CfrbenchError, UsageError
 from testbed.network import Network
 from testbed.probe import probe_json, run_probe
 from testbed.scenario import Scenario
-from testbed.smoke import ping_all, rtt_table
+from testbed.smoke import ping_all, rtt_pairs, rtt_table
+from topologies import load_topology
 
 # A run must not report figures from a mis-emulated network: beyond this median error on
 # any delayed link the calibration fails the run.
@@ -35,14 +36,6 @@ CALIBRATION_MAX_MEDIAN_ERROR_MS = 1.0
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
-
-
-def rtt_pairs(net: Network) -> list[tuple[str, str]]:
-    pairs = [("s1", "fd"), ("s1", "dns")]
-    pairs += [("s1", p) for p in net.hosts("relay-provider")]
-    if "crowd" in net.nodes:
-        pairs.append(("crowd", "fd"))
-    return pairs
 
 
 def _miscalibrated(cal: list[LinkCalibration]) -> tuple[list[str], list[str]]:
@@ -98,7 +91,7 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
         load_benchmarks(names, profile)  # unknown benchmark or profile: exit 2 now
     elif profile not in ("quick", "full", "tiny"):
         raise UsageError(f"unknown profile {profile!r}; allowed: quick, full, tiny")
-    link_params = linkability or LinkabilityParams()
+    link_params = linkability or LinkabilityParams.for_profile(profile)
     if with_linkability:
         link_params.validate(max(scenario.population, link_params.households))
     console = Console(highlight=False)
@@ -119,8 +112,9 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
         raise CfrbenchError(f"this machine lacks required capabilities: {', '.join(missing)} "
                             "(see 'cfrbench probe')")
     with lifecycle.run_registry("run", info={"run_dir": str(run_dir)}) as registry:
-        console.print(f"[2/5] default topology up and checked (run prefix {registry.prefix})")
-        with Network(scenario, registry) as net:
+        console.print(f"[2/5] topology {scenario.topology} up and checked "
+                      f"(run prefix {registry.prefix})")
+        with Network(scenario, registry, topology=load_topology(scenario.topology)) as net:
             console.print(f"      up in {net.timings['up_s']:.1f} s: {len(net.info)} nodes, "
                           f"{len(net.delay_nodes())} links emulated by {net.mechanism}")
             pre, pre_ok = preflight(net, console)
@@ -162,10 +156,7 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
     console.print(f"report: {out['markdown']}  {out['html']}  ({len(out['plots'])} plots)")
     leaks = _leak_summary(outcome.leak_checks)
     if leaks:
-        verdict = "[green]passed[/]" if leaks["passed"] else "[red]FAILED[/]"
-        console.print(f"leak check ({leaks['packets']} packets on the front-door link under "
-                      f"{', '.join(leaks['policies'])}): {leaks['hits']} subscriber addresses "
-                      f"seen, control under route found {leaks['control_hits']}: {verdict}")
+        console.print(leak_line(leaks))
     if resilience_section is not None:
         _print_resilience(console, resilience_section)
     for failure in outcome.calibration_failures:
@@ -190,20 +181,49 @@ def _print_resilience(console: Console, section: dict) -> None:
 
 
 def _leak_summary(checks: list[dict]) -> dict:
-    """One block for results.json from the per-network leak checks (empty: none ran)."""
+    """One block for results.json from the per-network leak checks (empty: none ran).
+
+    Valid only when every network's positive control (route) hit every category; the
+    control counts per category are summed over the networks, and a category is missing
+    when any network's control missed it (one network's blind scan is not hidden by
+    another's hits)."""
     if not checks:
         return {}
     policies = sorted({p for c in checks for p in c["policies"]})
+    categories: dict[str, int] = {}
+    for c in checks:
+        for cat, n in c.get("control_categories", {}).items():
+            categories[cat] = categories.get(cat, 0) + int(n)
+    missing = sorted({m for c in checks for m in c.get("control_missing", [])})
+    set_aside = sum(c.get("set_aside", 0) for c in checks)
     return {
         "passed": all(c["passed"] for c in checks),
+        "valid": all(c.get("valid", False) for c in checks),
         "hits": sum(c["hits"] for c in checks),
         "packets": sum(r["packets"] for c in checks for r in c["policies"].values()),
         "control_hits": sum(c["control"]["hits"] for c in checks),
-        "excluded_preexisting": sum(r.get("excluded_preexisting", 0) for c in checks
-                                    for r in c["policies"].values()),
+        "control_categories": categories,
+        "control_missing": missing,
+        "set_aside": set_aside,
+        "excluded_preexisting": set_aside,  # the older name
+        "set_aside_limit": max((c.get("set_aside_limit", 0) for c in checks), default=0),
+        "set_aside_over_limit": sorted({p for c in checks
+                                        for p in c.get("set_aside_over_limit", [])}),
         "policies": policies,
         "checks": checks,
     }
+
+
+def leak_line(leaks: dict) -> str:
+    """The leak check's one line at the end of a run (rich markup)."""
+    cats = ", ".join(f"{cat} {n}" for cat, n in leaks["control_categories"].items()) or "none"
+    missing = (f" (no control hit: {', '.join(leaks['control_missing'])})"
+               if leaks["control_missing"] else "")
+    verdict = "[green]passed[/]" if leaks["passed"] else "[red]FAILED[/]"
+    return (f"leak check ({leaks['packets']} packets on the front-door link under "
+            f"{', '.join(leaks['policies'])}): {leaks['hits']} subscriber addresses seen; "
+            f"control under route: {cats}{missing}; set aside {leaks['set_aside']} "
+            f"(limit {leaks['set_aside_limit']} per capture): {verdict}")
 
 
 def _calibration_for_schema(cal: dict) -> dict:
