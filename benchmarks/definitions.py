@@ -618,12 +618,15 @@ def _apply_profile(raw: dict[str, Any], prof: Profile) -> dict[str, Any]:
             mpaths = tuple(p for p in m["paths"] if p in prof.paths)
         if mpaths is not None:
             m["paths"] = list(mpaths)
-            if "compare" in m:
-                kept = [pr for pr in m["compare"] if all(p in mpaths for p in pr)]
-                if kept:
-                    m["compare"] = kept
-                else:
-                    del m["compare"]
+        # A pair naming a path the profile removed is dropped (whether the profile cut the
+        # measurement's own paths or only the benchmark's), like [analysis] compare below.
+        kept_paths = mpaths if mpaths is not None else prof.paths
+        if kept_paths is not None and "compare" in m:
+            kept = [pr for pr in m["compare"] if all(p in kept_paths for p in pr)]
+            if kept:
+                m["compare"] = kept
+            else:
+                del m["compare"]
         raw["measurements"][i] = m
     if prof.paths is not None and "analysis" in raw:
         an = raw["analysis"]

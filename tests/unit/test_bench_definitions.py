@@ -96,6 +96,23 @@ def test_profile_paths_cut_paths_and_compare_pairs() -> None:
     assert all(a in tiny.paths and b in tiny.paths for a, b in tiny.analysis.compare)
 
 
+def test_profile_paths_cut_a_measurements_own_compare_pairs() -> None:
+    """A profile narrowing the paths must not fail on a measurement-level `compare` that
+    names a removed path (measurement without its own `paths`): the pair is dropped, like
+    the analysis' pairs, and a measurement left with none falls back to the analysis'."""
+    import tomllib
+
+    raw = tomllib.loads((DEFINITIONS_DIR / "latency.toml").read_text())
+    raw["measurements"][0]["compare"] = [["direct", "cfr-flow"], ["cgn", "cfr-epoch"]]
+    raw["profiles"]["tiny"]["paths"] = ["direct", "cfr-flow"]
+    tiny = parse_definition(raw, source="latency.toml").with_profile("tiny")
+    assert tiny.measurement("connection").compare == (("direct", "cfr-flow"),)
+    raw["profiles"]["tiny"]["paths"] = ["direct", "proxy"]
+    tiny = parse_definition(raw, source="latency.toml").with_profile("tiny")
+    assert tiny.measurement("connection").compare == ()
+    assert tiny.analysis.compare == (("direct", "proxy"),)
+
+
 def test_tools_that_cannot_cross_a_proxy_skip_it() -> None:
     d = load_definition(DEFINITIONS_DIR / "latency.toml")
     assert "proxy" not in d.measurement("icmp_rtt").paths
