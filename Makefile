@@ -16,6 +16,7 @@ run: setup
 
 test: setup
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -ra tests
 
 test-unit: setup
