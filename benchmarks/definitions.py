@@ -41,6 +41,7 @@ _SCENARIO_KEYS = (
     "family",
     "link_delay_ms",
     "link_rate_mbit",
+    "link_queue_packets",
     "pool_size",
     "epoch_s",
 )
@@ -93,6 +94,9 @@ class Scenario:
     #: one-way delay per link class of the topology (access, aggregation, wan, cdn, detour)
     link_delay_ms: Mapping[str, float] = field(default_factory=dict)
     link_rate_mbit: Mapping[str, float] = field(default_factory=dict)
+    #: bottleneck queue (packets) of a rate-limited link class; about one BDP lets TCP fill
+    #: the link without the queue dropping its bursts
+    link_queue_packets: Mapping[str, int] = field(default_factory=dict)
     pool_size: int | None = None
     epoch_s: float | None = None
 
@@ -348,6 +352,10 @@ class _Checker:
         table = self.table(value, where)
         return {k: self.number(table, k, where, None, minimum=0) for k in table}
 
+    def counts(self, value: Any, where: str) -> dict[str, int]:
+        table = self.table(value, where)
+        return {k: self.number(table, k, where, None, minimum=1, integer=True) for k in table}
+
 
 def _parse_scenario(c: _Checker, value: Any) -> Scenario:
     t = c.table(value, "scenario")
@@ -358,6 +366,8 @@ def _parse_scenario(c: _Checker, value: Any) -> Scenario:
         family=c.string(t, "family", "scenario", "ipv4", FAMILIES),
         link_delay_ms=c.delays(t.get("link_delay_ms", {}), "scenario.link_delay_ms"),
         link_rate_mbit=c.delays(t.get("link_rate_mbit", {}), "scenario.link_rate_mbit"),
+        link_queue_packets=c.counts(t.get("link_queue_packets", {}),
+                                    "scenario.link_queue_packets"),
         pool_size=c.number(t, "pool_size", "scenario", None, minimum=1, integer=True),
         epoch_s=c.number(t, "epoch_s", "scenario", None, minimum=0, exclusive=True),
     )

@@ -99,6 +99,8 @@ def scenario_for(base: Scenario, definition: BenchmarkDefinition,
         s = with_link_override(s, link_class, delay_ms=float(one_way))
     for link_class, rate in definition.scenario.link_rate_mbit.items():
         s = with_link_override(s, link_class, rate_mbit=float(rate))
+    for link_class, packets in definition.scenario.link_queue_packets.items():
+        s = with_link_override(s, link_class, queue_packets=int(packets))
     return s.validate()
 
 

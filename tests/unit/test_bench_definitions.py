@@ -113,6 +113,20 @@ def test_profile_paths_cut_a_measurements_own_compare_pairs() -> None:
     assert tiny.analysis.compare == (("direct", "proxy"),)
 
 
+def test_link_queue_packets_reach_the_scenario() -> None:
+    """The throughput definition gives the delayed, rate-limited cdn link a queue of about
+    one BDP; a non-integer or zero queue is rejected naming the key."""
+    from benchmarks.runner import scenario_for
+    from testbed.scenario import Scenario
+
+    thr = load_definition(DEFINITIONS_DIR / "throughput.toml")
+    assert thr.scenario.link_queue_packets == {"cdn": 2000}
+    assert scenario_for(Scenario(), thr, {}).links["cdn"].queue_packets == 2000
+    data = minimal()
+    data["scenario"]["link_queue_packets"] = {"cdn": 0}
+    expect_error(data, "link_queue_packets")
+
+
 def test_tools_that_cannot_cross_a_proxy_skip_it() -> None:
     d = load_definition(DEFINITIONS_DIR / "latency.toml")
     assert "proxy" not in d.measurement("icmp_rtt").paths
