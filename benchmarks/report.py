@@ -181,6 +181,32 @@ def _summary_row(s: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def leak_paragraph(leak: Mapping[str, Any]) -> str:
+    """The leak check in words: what was scanned, what was found, whether the positive
+    control (route, where the front door does see subscribers) hit every category the scanner
+    looks in, and what was set aside under which rule."""
+    verdict = "passed" if leak.get("passed") else "FAILED"
+    cats = leak.get("control_categories") or {}
+    control = (", ".join(f"{c} {n}" for c, n in cats.items()) if cats
+               else f"{leak.get('control_hits', 0)} hits")
+    line = (f"{leak.get('packets', 0)} packets captured on the front-door link under "
+            f"{', '.join(leak.get('policies', []))}: {leak.get('hits', 0)} carried a "
+            f"subscriber address or prefix. Positive control under route, hits per category: "
+            f"{control}")
+    missing = leak.get("control_missing") or []
+    line += (f" (no hit in {', '.join(missing)}: the scan is not shown to work there, so "
+             "the check is not valid)." if missing else ".")
+    set_aside = leak.get("set_aside", leak.get("excluded_preexisting", 0))
+    limit = leak.get("set_aside_limit", 8)
+    if set_aside:
+        line += (f" {set_aside} packets were set aside: only payload-free FIN/RST/ACK segments "
+                 "of flows whose sockets were ended before the switch to the aliasing policy "
+                 f"(limit {limit} per capture)")
+        over = leak.get("set_aside_over_limit") or []
+        line += (f"; over the limit under {', '.join(over)}." if over else ".")
+    return line + f" Verdict: **{verdict}**."
+
+
 def _extra_sections(run_dir: Path, results: Mapping[str, Any]) -> tuple[str, str]:
     """Leak check and linkability sections, appended to both report formats."""
     import html as _html
@@ -188,15 +214,7 @@ def _extra_sections(run_dir: Path, results: Mapping[str, Any]) -> tuple[str, str
     md, page = [], []
     leak = results.get("leak_check") or {}
     if leak:
-        verdict = "passed" if leak.get("passed") else "FAILED"
-        line = (f"{leak.get('packets', 0)} packets captured on the front-door link under "
-                f"{', '.join(leak.get('policies', []))}: {leak.get('hits', 0)} carried a "
-                f"subscriber address or prefix (positive control under route: "
-                f"{leak.get('control_hits', 0)} hits). Verdict: **{verdict}**.")
-        if leak.get("excluded_preexisting"):
-            line += (f" {leak['excluded_preexisting']} packets of flows the front door already"
-                     " had with a subscriber before the switch to the aliasing policy (e.g. a"
-                     " retransmitted FIN of a direct-path connection) were set aside.")
+        line = leak_paragraph(leak)
         md += ["", "## Leak check", "", line, ""]
         page.append(f"<h2>Leak check</h2><p>{_html.escape(line.replace('**', ''))}</p>")
     res = results.get("resilience") or {}

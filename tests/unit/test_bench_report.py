@@ -91,3 +91,25 @@ def test_html_escapes_text(tmp_path: Path) -> None:
                                   (19.668, "19.67"), (123456.7, "123457")])
 def test_fmt(x: float | None, s: str) -> None:
     assert fmt(x) == s
+
+
+def test_leak_paragraph_names_control_categories_and_the_set_aside_rule() -> None:
+    """The report says which categories the positive control hit, which it missed (then the
+    check is not valid), and that only payload-free close segments within a limit were set
+    aside."""
+    from benchmarks.report import leak_paragraph
+
+    leak = {"passed": False, "packets": 1200, "policies": ["cfr-epoch", "cfr-flow"], "hits": 0,
+            "control_hits": 40, "control_categories": {"ipv4": 30, "ipv6": 10, "icmp": 0},
+            "control_missing": ["icmp"], "set_aside": 3, "set_aside_limit": 8,
+            "set_aside_over_limit": []}
+    text = leak_paragraph(leak)
+    assert "ipv4 30, ipv6 10, icmp 0" in text
+    assert "no hit in icmp" in text and "not valid" in text
+    assert "3 packets were set aside: only payload-free FIN/RST/ACK segments" in text
+    assert "(limit 8 per capture)" in text
+    assert text.endswith("Verdict: **FAILED**.")
+    clean = {**leak, "passed": True, "control_missing": [], "set_aside": 0}
+    text = leak_paragraph(clean)
+    assert "set aside" not in text and "not valid" not in text
+    assert text.endswith("Verdict: **passed**.")
