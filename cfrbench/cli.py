@@ -38,6 +38,7 @@ from testbed.scenario import (
     POLICIES,
     Scenario,
     load_scenario,
+    with_detour_delay,
     with_link_override,
 )
 from topologies import absolute_spec, load_topology
@@ -70,7 +71,8 @@ def add_scenario_options(p: argparse.ArgumentParser, relay_policy: bool = False)
     g.add_argument("--access-delay", type=float, metavar="MS", help="one-way access delay")
     g.add_argument("--wan-delay", type=float, metavar="MS", help="one-way edge-to-CDN delay")
     g.add_argument("--detour-delay", type=float, metavar="MS",
-                   help="extra one-way delay of the detour to relay providers")
+                   help="extra one-way delay of a path through a relay provider "
+                        "(split over the detour link's two crossings)")
     g.add_argument("--link-emulation", choices=MECHANISMS, help="delay mechanism")
     g.add_argument("--ech-mode", choices=ECH_MODES, help="front door mode")
     if relay_policy:
@@ -93,11 +95,7 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     if args.wan_delay is not None:
         scenario = with_link_override(scenario, "wan", delay_ms=args.wan_delay)
     if args.detour_delay is not None:
-        if args.detour_delay < 0:
-            from testbed.errors import ParameterError
-
-            raise ParameterError("detour-delay", args.detour_delay, "a number >= 0")
-        scenario = with_link_override(scenario, "detour", delay_ms=args.detour_delay / 2)
+        scenario = with_detour_delay(scenario, args.detour_delay, "detour-delay")
     if args.link_emulation:
         scenario = replace(scenario, mechanism=args.link_emulation)
     if args.ech_mode:

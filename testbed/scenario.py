@@ -1,20 +1,40 @@
 """Scenario parameters: topology size, per-link emulation, services, relay policy.
 
 A scenario comes from defaults, then an optional TOML file, then CLI overrides, in that
-order. Every value is validated here, before anything is created, so a bad parameter is
-reported as one line naming it and its allowed range (exit 2) and leaves no trace.
+order; a benchmark definition may then override link parameters (`merge_link_overrides`,
+which says which of the user's values it replaced). Every value is validated here, before
+anything is created, so a bad parameter is reported as one line naming it and its allowed
+range (exit 2) and leaves no trace.
 Stdlib only (imported by the Mininet topology under the system Python); so is
-`relay.policies`, where the list of policies comes from (re-exported here as `POLICIES`).
+`relay.policies`, where the list of policies comes from (re-exported here as `POLICIES`),
+and `testbed.delayline`, which owns the link limits (those of its Go `spec.go`).
+
+`detour` means one thing everywhere a user or a definition writes it (`[links.detour]
+delay_ms`, `--detour-delay`, a definition's `link_delay_ms.detour` and its sweeps): the extra
+one-way delay of a path through a relay provider over the direct path. The detour link is a
+leaf crossed twice by every one-way trip (core -> provider -> core), so that extra delay is
+split over the link's two crossings in `detour_link_delay_ms` and nowhere else; a scenario
+stores (and `to_dict` records) the per-crossing value the link emulates, next to the path's
+`detour_extra_ms`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from relay.policies import POLICIES  # the relay owns the list (stdlib-only module)
+from testbed.delayline import (  # the link limits, defined once (checked against spec.go)
+    DEFAULT_QUEUE_PACKETS,
+    MAX_DELAY_MS,
+    MAX_JITTER_MS,
+    MAX_QUEUE_PACKETS,
+    MAX_RATE_MBIT,
+    MIN_RATE_MBIT,
+)
 from testbed.errors import ParameterError, UsageError
 
 try:  # Python 3.11+
@@ -27,8 +47,38 @@ ECH_MODES = ("shared", "split")
 LINK_CLASSES = ("access", "aggregation", "wan", "cdn", "detour")
 MAX_SUBSCRIBER_HOSTS = 250  # one namespace each
 MAX_POPULATION = 30000
-MAX_DELAY_MS = 10_000.0
-MAX_RATE_MBIT = 100_000.0
+#: How many times a one-way trip through a relay provider crosses the detour link.
+DETOUR_CROSSINGS = 2
+#: The default extra one-way delay of a path through a relay provider.
+DEFAULT_DETOUR_EXTRA_MS = 15.0
+#: Delay keys a path-level detour value cannot take: every one-way trip crosses the detour
+#: link in both directions, so a per-direction split has no meaning for a path.
+_DETOUR_DIRECTION_KEYS = ("delay_up_ms", "delay_down_ms")
+
+
+def _int_range(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ParameterError(name, value, f"an integer from {lo} to {hi}")
+
+
+def _float_range(name: str, value: Any, lo: float, hi: float) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not lo <= value <= hi:
+        raise ParameterError(name, value, f"a number from {lo:g} to {hi:g}")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ParameterError(name, value, "one of " + ", ".join(allowed))
+
+
+def detour_link_delay_ms(extra_one_way_ms: float, parameter: str = "detour delay") -> float:
+    """The detour link's one-way delay per crossing for a path's extra one-way delay.
+
+    The one place the detour is halved: CLI, scenario files, defaults and benchmark
+    definitions all give the path's extra delay and convert it here."""
+    _float_range(parameter, extra_one_way_ms, 0.0, MAX_DELAY_MS)
+    return extra_one_way_ms / DETOUR_CROSSINGS
 
 
 @dataclass(frozen=True)
@@ -40,7 +90,7 @@ class LinkClassParams:
     jitter_ms: float = 0.0
     loss_pct: float = 0.0
     rate_mbit: float | None = None
-    queue_packets: int = 1000
+    queue_packets: int = DEFAULT_QUEUE_PACKETS
     delay_up_ms: float | None = None
     delay_down_ms: float | None = None
     rate_up_mbit: float | None = None
@@ -64,9 +114,8 @@ DEFAULT_LINKS: dict[str, LinkClassParams] = {
     "aggregation": LinkClassParams(),
     "wan": LinkClassParams(delay_ms=10.0),
     "cdn": LinkClassParams(),
-    # The detour to an off-path relay provider: a leaf link crossed twice (in and out), so
-    # its one-way delay is half the extra one-way delay the detour adds to a path.
-    "detour": LinkClassParams(delay_ms=7.5),
+    # The detour to an off-path relay provider, stored per crossing (see the module doc).
+    "detour": LinkClassParams(delay_ms=detour_link_delay_ms(DEFAULT_DETOUR_EXTRA_MS)),
 }
 
 
@@ -119,6 +168,7 @@ class Scenario:
             "origins": self.origins,
             "providers": self.providers,
             "links": {k: _link_dict(v) for k, v in self.links.items()},
+            "detour_extra_ms": self.detour_extra_ms,
             "link_emulation": self.mechanism,
             "ech_mode": self.ech_mode,
             "policy": self.policy,
@@ -129,22 +179,6 @@ class Scenario:
 
 def _link_dict(p: LinkClassParams) -> dict[str, Any]:
     return {f.name: getattr(p, f.name) for f in fields(p)}
-
-
-def _int_range(name: str, value: Any, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ParameterError(name, value, f"an integer from {lo} to {hi}")
-
-
-def _float_range(name: str, value: Any, lo: float, hi: float) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or not lo <= value <= hi:
-        raise ParameterError(name, value, f"a number from {lo:g} to {hi:g}")
-
-
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ParameterError(name, value, "one of " + ", ".join(allowed))
 
 
 def _topology_spec(value: Any) -> None:
@@ -160,16 +194,17 @@ def _topology_spec(value: Any) -> None:
 
 
 def _validate_link(cls: str, p: LinkClassParams) -> None:
-    for attr in ("delay_ms", "jitter_ms", "delay_up_ms", "delay_down_ms"):
+    for attr in ("delay_ms", "delay_up_ms", "delay_down_ms"):
         v = getattr(p, attr)
         if v is not None:
             _float_range(f"{cls}.{attr}", v, 0.0, MAX_DELAY_MS)
+    _float_range(f"{cls}.jitter_ms", p.jitter_ms, 0.0, MAX_JITTER_MS)
     _float_range(f"{cls}.loss_pct", p.loss_pct, 0.0, 100.0)
     for attr in ("rate_mbit", "rate_up_mbit", "rate_down_mbit"):
         v = getattr(p, attr)
         if v is not None:
-            _float_range(f"{cls}.{attr}", v, 0.001, MAX_RATE_MBIT)
-    _int_range(f"{cls}.queue_packets", p.queue_packets, 1, 1_000_000)
+            _float_range(f"{cls}.{attr}", v, MIN_RATE_MBIT, MAX_RATE_MBIT)
+    _int_range(f"{cls}.queue_packets", p.queue_packets, 1, MAX_QUEUE_PACKETS)
 
 
 _TOP_KEYS = {"topology", "links", "emulation", "ech", "relay", "addressing", "seed"}
@@ -199,7 +234,9 @@ def scenario_from_mapping(data: dict[str, Any], base: Scenario | None = None) ->
     scenario = replace(scenario, **topo)
     links = dict(scenario.links)
     for name, table in _check_keys("links", data.get("links", {}), set(LINK_CLASSES)).items():
-        table = _check_keys(f"links.{name}", table, _LINK_KEYS)
+        table = dict(_check_keys(f"links.{name}", table, _LINK_KEYS))
+        if name == "detour":
+            table = _detour_table(table)
         links[name] = replace(links.get(name, LinkClassParams()), **table)
     scenario = replace(scenario, links=links)
     emulation = _check_keys("emulation", data.get("emulation", {}), {"mechanism"})
@@ -222,6 +259,18 @@ def scenario_from_mapping(data: dict[str, Any], base: Scenario | None = None) ->
     return scenario.validate()
 
 
+def _detour_table(table: dict[str, Any]) -> dict[str, Any]:
+    """[links.detour] from a file: `delay_ms` is the path's extra one-way delay."""
+    split = [k for k in _DETOUR_DIRECTION_KEYS if k in table]
+    if split:
+        raise UsageError(f"scenario: [links.detour] takes no {', '.join(split)}: its delay_ms is "
+                         "the extra one-way delay of a path through a relay provider, and every "
+                         "one-way trip crosses the detour link in both directions")
+    if "delay_ms" in table:
+        table["delay_ms"] = detour_link_delay_ms(table["delay_ms"], "detour.delay_ms")
+    return table
+
+
 def load_scenario(path: str | Path, base: Scenario | None = None) -> Scenario:
     path = Path(path)
     try:
@@ -239,8 +288,60 @@ def load_scenario(path: str | Path, base: Scenario | None = None) -> Scenario:
 
 
 def with_link_override(scenario: Scenario, link_class: str, **changes: Any) -> Scenario:
-    """A copy with one link class changed (used by CLI options such as --wan-delay)."""
+    """A copy with one link class changed, values as the link emulates them (per crossing;
+    for a path's detour delay use `with_detour_delay`)."""
     _choice("link class", link_class, LINK_CLASSES)
     links = dict(scenario.links)
     links[link_class] = replace(links[link_class], **changes)
     return replace(scenario, links=links).validate()
+
+
+def with_detour_delay(scenario: Scenario, extra_one_way_ms: float,
+                      parameter: str = "detour delay") -> Scenario:
+    """A copy whose paths through a relay provider pay `extra_one_way_ms` more one way."""
+    per_crossing = detour_link_delay_ms(extra_one_way_ms, parameter)
+    return with_link_override(scenario, "detour", delay_ms=per_crossing)
+
+
+def merge_link_overrides(
+    user: Scenario,
+    delays_ms: Mapping[str, float] | None = None,
+    rates_mbit: Mapping[str, float] | None = None,
+    *,
+    defaults: Scenario | None = None,
+) -> tuple[Scenario, list[str]]:
+    """Apply a benchmark definition's link delays and rates on top of what the user set.
+
+    `delays_ms` are one-way per link class, `detour` as a path's extra one-way delay (the
+    same meaning as everywhere else). Returns the scenario to run and one line per value the
+    user set (differs from `defaults`, the built-in scenario unless given) that the
+    definition replaced with a different one, e.g. `wan delay 20 ms -> 10 ms (definition)`,
+    for the console and the run's provenance. A value the user left at its default is not
+    reported: the definition chose it, nobody's setting was lost.
+    """
+    base = defaults if defaults is not None else Scenario()
+    merged = user
+    overridden: list[str] = []
+    for link_class, delay in (delays_ms or {}).items():
+        _choice("link class", link_class, LINK_CLASSES)
+        if link_class == "detour":
+            merged = with_detour_delay(merged, float(delay))
+            was, default = user.detour_extra_ms, base.detour_extra_ms
+            now = merged.detour_extra_ms
+            label = "detour (extra one-way) delay"
+        else:
+            merged = with_link_override(merged, link_class, delay_ms=float(delay))
+            was = user.links[link_class].delay_ms
+            default = base.links[link_class].delay_ms
+            now = merged.links[link_class].delay_ms
+            label = f"{link_class} delay"
+        if was != default and was != now:
+            overridden.append(f"{label} {was:g} ms -> {now:g} ms (definition)")
+    for link_class, rate in (rates_mbit or {}).items():
+        _choice("link class", link_class, LINK_CLASSES)
+        merged = with_link_override(merged, link_class, rate_mbit=float(rate))
+        was = user.links[link_class].rate_mbit
+        if was != base.links[link_class].rate_mbit and was != float(rate):
+            shown = "unlimited" if was is None else f"{was:g} Mbit/s"
+            overridden.append(f"{link_class} rate {shown} -> {float(rate):g} Mbit/s (definition)")
+    return merged.validate(), overridden

@@ -76,7 +76,9 @@ from pathlib import Path
 from testbed import paths
 from testbed.errors import NetworkError, ParameterError
 
-# Mirrors of the limits in spec.go, so a bad value fails in Python before any namespace exists.
+# The limits of spec.go, defined once for Python (testbed.scenario validates with them too), so
+# a bad value fails before any namespace exists; tests/unit/test_link_parameters.py parses
+# spec.go and checks they agree.
 MAX_DELAY_MS = 10_000.0
 MAX_JITTER_MS = 10_000.0
 MIN_RATE_MBIT = 0.001

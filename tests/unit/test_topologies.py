@@ -183,7 +183,7 @@ def test_network_layer_files_do_not_import_topologies():
     """The network receives its topology from above; these testbed modules never import
     `topologies` (lint-imports enforces the whole layering; this pins the files of issue
     16 item 5 without needing it)."""
-    names = ["network.py", "graph.py", "roles.py", "smoke.py", "nodes.py", "node.py",
+    names = ["network.py", "graph.py", "roles.py", "smoke.py", "nodes.py", "netns.py",
              "attach.py", "probe.py", "addressing.py", "scenario.py"]
     files = [REPO_ROOT / "testbed" / n for n in names]
     files += sorted((REPO_ROOT / "testbed" / "services").glob("*.py"))
