@@ -164,13 +164,8 @@ def resolve_topology(spec: str) -> TopologyClass:
     """The topology class for `spec`, through the resolver the topologies layer registered.
 
     Callers should pass the class to `Network(..., topology=cls)` (the application resolves
-    it with `topologies.load_topology`). TRANSITIONAL: callers that do not yet do so get the
-    `topologies` package imported here by name, once; remove this fallback (issue 16) when
-    every `Network(...)` call site passes `topology=`."""
-    if _resolver is None:
-        import importlib
-
-        importlib.import_module("topologies")  # registers its resolver
+    it with `topologies.load_topology`); this layer never imports `topologies` itself, so
+    without that class a name resolves only once the topologies layer has been imported."""
     if _resolver is None:
         raise UsageError("no topology resolver: pass topology= to Network (the application "
                          "resolves --topology with topologies.load_topology)")

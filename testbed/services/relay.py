@@ -157,23 +157,3 @@ class RelayDeployment:
         self.stop_daemon()
         self.cfr("teardown", "--table", TABLE, check=False)
         self.policy = None
-
-
-def __getattr__(name: str) -> str:
-    """Former constants of the default topology's relay node, for callers not yet reading
-    `net.roles` (issue 16): RELAY_NODE, ACCESS_INTERFACE, EGRESS_INTERFACE."""
-    legacy = {"RELAY_NODE": "relay", "ACCESS_INTERFACE": "relay_access",
-              "EGRESS_INTERFACE": "relay_upstream"}
-    if name not in legacy:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_default_roles(), legacy[name])
-    return value if isinstance(value, str) else value[0]
-
-
-def _default_roles():
-    """The default topology's roles, computed from its graph alone (no namespaces)."""
-    from testbed.roles import resolve_topology
-    from testbed.scenario import Scenario
-
-    cls = resolve_topology(Scenario().topology)
-    return cls.describe(None, Scenario())[1]  # describe() uses no instance state

@@ -14,6 +14,7 @@ from benchmarks.environment import BenchEnv
 from testbed.network import Network
 from testbed.scenario import Scenario
 from tests.conftest import require_root
+from topologies import load_topology
 
 ALL_PATHS = ["direct", "cfr-flow", "cfr-epoch", "cgn", "proxy", "proxy-chain"]
 
@@ -22,7 +23,7 @@ ALL_PATHS = ["direct", "cfr-flow", "cfr-epoch", "cgn", "proxy", "proxy-chain"]
 def env(request):
     require_root()
     scenario = replace(Scenario(), population=10, ech_mode=request.param)
-    with Network(scenario) as net:
+    with Network(scenario, topology=load_topology(scenario.topology)) as net:
         bench = BenchEnv(net, net.registry.make_tmpdir("svc"), ech_mode=request.param,
                          pool_size=8)
         bench.start(ALL_PATHS)
@@ -98,8 +99,11 @@ def test_cfr_epoch_keeps_one_alias_within_an_epoch(env):
     assert len(peers) == 1 and env.client_source(4) not in peers
 
 
-@pytest.mark.parametrize(("path", "provider"), [("proxy", "p1"), ("proxy-chain", "p2")])
-def test_proxies_tunnel_ech_and_the_front_door_sees_the_provider(env, path, provider):
+@pytest.mark.parametrize(("path", "provider_index"), [("proxy", 0), ("proxy-chain", 1)])
+def test_proxies_tunnel_ech_and_the_front_door_sees_the_provider(env, path, provider_index):
+    """The front door sees the provider that egresses: the first for proxy, the second (the
+    chain's last hop) for proxy-chain."""
+    provider = env.net.roles.providers[provider_index]
     front = _load(env, path, 4, 3)
     provider_addrs = {a.split("/")[0] for addrs in env.net.info[provider].addresses.values()
                       for a in addrs}
