@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import forwarding_cost as fwd
-from benchmarks.tools import _emulator_delta
+from benchmarks.runner import aliasing_policies
+from benchmarks.tools import CLIENT_CPU, _emulator_delta, _pinned, median_of
+from testbed.calibration import EMULATOR_DROP_COUNTERS
 
 RX = "net:netif_receive_skb:"
 TX = "net:net_dev_start_xmit:"
@@ -88,6 +90,38 @@ def test_emulator_delta_separates_emulator_drops_from_the_emulated_queue() -> No
     after = {"dropped_overload": 110, "kernel_drops": 4, "dropped_queue": 7}
     assert _emulator_delta(before, after) == {"emulator_drops": 103, "queue_drops": 2}
     assert _emulator_delta({}, {}) == {}  # no delay line on the network: nothing recorded
+
+
+def test_emulator_delta_counts_every_emulator_drop_counter() -> None:
+    """A counter added to testbed.calibration's list (e.g. tx_errors) is counted too."""
+    before = dict.fromkeys(EMULATOR_DROP_COUNTERS, 0) | {"dropped_queue": 0}
+    after = dict.fromkeys(EMULATOR_DROP_COUNTERS, 2) | {"dropped_queue": 1}
+    assert "tx_errors" in EMULATOR_DROP_COUNTERS
+    assert _emulator_delta(before, after) == {
+        "emulator_drops": 2 * len(EMULATOR_DROP_COUNTERS), "queue_drops": 1}
+
+
+def test_an_https_request_sample_is_the_median_of_its_connections() -> None:
+    """One slow connection of five does not move the sample; an even count averages the
+    middle two."""
+    assert median_of([30.0, 31.0, 29.5, 95.0, 30.5]) == 30.5
+    assert median_of([1.0, 4.0, 2.0, 3.0]) == 2.5
+    with pytest.raises(ValueError):
+        median_of([])
+
+
+def test_client_tools_run_pinned_and_go_with_one_scheduler_thread() -> None:
+    assert _pinned(["ping", "-c1"]) == ["taskset", "-c", CLIENT_CPU, "ping", "-c1"]
+    assert _pinned(["echd", "load"], go=True) == [
+        "taskset", "-c", CLIENT_CPU, "env", "GOMAXPROCS=1", "echd", "load"]
+
+
+def test_leak_check_policies_come_from_paths_through_the_policy_table() -> None:
+    """Paths map to policies (POLICY_OF_PATH); only the CFR's own are leak-checked, in
+    relay.policies order, and a path without one (proxy: route) adds none."""
+    assert aliasing_policies(["direct", "cgn", "proxy"]) == []
+    assert aliasing_policies(["proxy", "cfr-epoch", "direct", "cfr-flow"]) == [
+        "cfr-flow", "cfr-epoch"]
 
 
 def test_missing_perf_is_an_environment_problem_naming_the_package(monkeypatch) -> None:
