@@ -41,6 +41,7 @@ from testbed.scenario import (
     with_detour_delay,
     with_link_override,
 )
+from testbed.waiting import WaitTimeout, wait_until
 from topologies import absolute_spec, load_topology
 
 
@@ -258,15 +259,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 cwd=str(paths.REPO_ROOT))
-    deadline = time.monotonic() + 120
-    while not ready.exists():
+    def network_up() -> bool:
         if proc.poll() is not None:
             sys.stderr.write(log.read_text(errors="replace")[-2000:])
             raise CfrbenchError(f"the network controller exited with {proc.returncode} "
                                 f"before the network was up (log: {log})")
-        if time.monotonic() > deadline:
-            raise CfrbenchError(f"network not up after 120 s (log: {log})")
-        time.sleep(0.05)
+        return ready.exists()
+
+    wait_until(network_up, 120, 0.05, f"the detached network to come up (log: {log})")
     ready.unlink()
     state = lifecycle.load_run(prefix)
     console = _console()
@@ -314,10 +314,10 @@ def cmd_down(args: argparse.Namespace) -> int:
     require_root()
     run = _running_network(args.prefix)
     os.kill(run.controller_pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while lifecycle.state_path(run.prefix).exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if lifecycle.state_path(run.prefix).exists():
+    try:
+        wait_until(lambda: not lifecycle.state_path(run.prefix).exists(), 30, 0.05,
+                   f"the controller of {run.prefix} to take its network down")
+    except WaitTimeout:  # the controller is stuck: remove what it recorded ourselves
         for prefix, outcome in lifecycle.clean([run.prefix], include_live=True):
             print(f"{prefix}: {outcome}")
     print(f"network {run.prefix} is down")

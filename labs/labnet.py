@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.lifecycle import RunRegistry
+from testbed.waiting import WaitTimeout, wait_until
 
 ROLES = ("sub1", "sub2", "spoof", "edge", "tr", "fr", "fd")
 ROUTERS = ("edge", "tr", "fr")
@@ -328,10 +329,10 @@ def labnet(registry: RunRegistry | None = None) -> Iterator[LabNet]:
 
 
 def wait_for(pred: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
-    """Poll `pred` until it is true or `timeout` passes; the final answer either way."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(interval)
-    return bool(pred())
+    """Poll `pred` until it is true or `timeout` passes; the final answer either way (the
+    labs' boolean form of `testbed.waiting.wait_until`, for asserting on)."""
+    try:
+        wait_until(pred, timeout, interval, "a lab condition")
+    except WaitTimeout:
+        return False
+    return True

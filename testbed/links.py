@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from mininet.node import Node
 from testbed.delayline import DirectionSpec
 from testbed.delayline import command as delayline_command
 from testbed.errors import EnvironmentProblem, NetworkError, ParameterError
+from testbed.waiting import WaitTimeout, wait_until
 
 MECHANISMS = ("netem", "delayline")
 OFFLOADS_OFF = ("tx", "off", "tso", "off", "gso", "off", "gro", "off")
@@ -193,15 +193,15 @@ class DelayLineNode(Node):
             preexec_fn=_die_with_parent,
         )
         log.close()
-        deadline = time.monotonic() + self.READY_TIMEOUT_S
-        while not ready.exists():
-            if self.process.poll() is not None:
+        process = self.process
+
+        def started() -> bool:
+            if process.poll() is not None:
                 tail = (self.workdir / f"{self.name}.log").read_text(errors="replace")[-500:]
                 raise NetworkError(f"delay line {self.name} exited at start: {tail.strip()}")
-            if time.monotonic() > deadline:
-                raise NetworkError(f"delay line {self.name} not ready after "
-                                   f"{self.READY_TIMEOUT_S:.0f} s")
-            time.sleep(0.01)
+            return ready.exists()
+
+        wait_until(started, self.READY_TIMEOUT_S, 0.01, f"delay line {self.name} to be ready")
 
     def connected(self) -> bool:
         """Mininet asks switches whether their controller connected; a delay line has none."""
@@ -226,11 +226,10 @@ class DelayLineNode(Node):
         if self.process and self.process.poll() is None:
             before = self.stats_file.stat().st_mtime_ns if self.stats_file.exists() else 0
             self.process.send_signal(signal.SIGUSR1)
-            deadline = time.monotonic() + 2
-            while time.monotonic() < deadline:
-                if self.stats_file.exists() and self.stats_file.stat().st_mtime_ns != before:
-                    break
-                time.sleep(0.01)
+            with contextlib.suppress(WaitTimeout):  # an old file is better than none
+                wait_until(lambda: self.stats_file.exists()
+                           and self.stats_file.stat().st_mtime_ns != before,
+                           2, 0.01, f"delay line {self.name} to rewrite its stats")
         try:
             return json.loads(self.stats_file.read_text())
         except (OSError, ValueError):

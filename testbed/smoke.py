@@ -93,16 +93,14 @@ def rtt_table(net: Network, pairs: list[tuple[str, str]], count: int = 30,
 def iperf_mbit(net: Network, server: str, client: str, seconds: int = 4) -> float:
     """TCP goodput (Mbit/s) from client to server's primary IPv4 address, one iperf3 run."""
     import json
-    import time
+
+    from testbed.waiting import wait_until
 
     addr = net.primary_addresses(server)[0]
     srv = net[server].spawn(["iperf3", "-s", "-1", "-B", addr], label="iperf3-server")
     try:
-        deadline = time.monotonic() + 10  # never race the server's bind
-        while not net[server].run(["ss", "-Hltn", "sport = :5201"]).stdout.strip():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"iperf3 server on {server} did not start listening")
-            time.sleep(0.05)
+        wait_until(lambda: net[server].run(["ss", "-Hltn", "sport = :5201"]).stdout.strip(),
+                   10, 0.05, f"the iperf3 server on {server} to listen")  # never race its bind
         out = net[client].run(["iperf3", "-c", addr, "-t", str(seconds), "-J", "-O", "1"],
                               timeout=seconds + 30).stdout
         return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6

@@ -9,6 +9,7 @@ The scale (flows, rates) is chosen for 2 shared cores and recorded in each row's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import statistics
@@ -32,6 +33,7 @@ from testbed.network import Network
 from testbed.paths import REPO_ROOT
 from testbed.scenario import Scenario
 from testbed.services import ech as ech_service
+from testbed.waiting import WaitTimeout, wait_until
 from topologies import load_topology
 
 HERE = Path(__file__).resolve().parent
@@ -164,18 +166,17 @@ def _spawn_py(ctx: Ctx, node: str, script: str, args: list[str], label: str) -> 
 
 
 def _wait_file(path: Path, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return True
-        time.sleep(0.1)
-    return False
+    try:
+        wait_until(path.exists, timeout, 0.1, f"{path.name} to appear")
+    except WaitTimeout:
+        return False
+    return True
 
 
 def _wait_proc(proc: ManagedProcess, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while proc.alive() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    """Let `proc` finish on its own for up to `timeout`, then stop it either way."""
+    with contextlib.suppress(WaitTimeout):
+        wait_until(lambda: not proc.alive(), timeout, 0.2, f"{proc.label} to finish")
     proc.stop()
 
 
@@ -336,11 +337,16 @@ def rotation(ctx: Ctx) -> dict[str, Any]:
     client, client_out = _flows(ctx, "rot", sc.long_tcp, sc.long_udp, duration, n_sources)
     local = _read_json(Path(str(client_out) + ".started"))
     # UDP flows exist in conntrack from their first message on (within the first tick).
-    deadline = time.monotonic() + 10
-    ct_before = _ct_mappings(ctx, local)
-    while len(ct_before) < len(local) and time.monotonic() < deadline:
-        time.sleep(0.5)
-        ct_before = _ct_mappings(ctx, local)
+    seen = [_ct_mappings(ctx, local)]
+
+    def all_in_conntrack() -> bool:
+        seen[0] = _ct_mappings(ctx, local)
+        return len(seen[0]) >= len(local)
+
+    if len(seen[0]) < len(local):
+        with contextlib.suppress(WaitTimeout):  # judged below, flow by flow
+            wait_until(all_in_conntrack, 10, 0.5, "every flow's conntrack entry")
+    ct_before = seen[0]
     epochs = [relay.status()["applied_epoch"]]
     rot_ok = 0
     for _ in range(sc.rotations):

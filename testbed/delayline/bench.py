@@ -50,6 +50,7 @@ from pathlib import Path
 
 from testbed import paths
 from testbed.delayline import DirectionSpec, command
+from testbed.waiting import wait_until
 
 SOURCE_DIR = Path(__file__).resolve().parent
 
@@ -153,12 +154,10 @@ class DelayNet:
         assert self.proc is not None
         before = self.stats_file.stat().st_mtime_ns if self.stats_file.exists() else 0
         self.proc.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if self.stats_file.exists() and self.stats_file.stat().st_mtime_ns != before:
-                return json.loads(self.stats_file.read_text())
-            time.sleep(0.01)
-        raise RuntimeError("delay line did not write its stats file after SIGUSR1")
+        wait_until(lambda: self.stats_file.exists()
+                   and self.stats_file.stat().st_mtime_ns != before,
+                   5, 0.01, "the delay line to write its stats file after SIGUSR1")
+        return json.loads(self.stats_file.read_text())
 
 
 def _die_with_parent() -> None:
@@ -225,13 +224,14 @@ def delay_net(
             net.proc = subprocess.Popen(
                 nsexec(net.link, *argv, *extra_args), preexec_fn=_die_with_parent
             )
-            deadline = time.monotonic() + 10
-            while not ready.exists():
-                if net.proc.poll() is not None:
-                    raise RuntimeError(f"delay line exited with {net.proc.returncode} before ready")
-                if time.monotonic() > deadline:
-                    raise RuntimeError("delay line not ready after 10 s")
-                time.sleep(0.01)
+            proc = net.proc
+
+            def started() -> bool:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"delay line exited with {proc.returncode} before ready")
+                return ready.exists()
+
+            wait_until(started, 10, 0.01, "the delay line to be ready")
         _address(net.a, "eth0", V4_A, V6_A)
         _address(net.b, "eth0", V4_B, V6_B)
         # Resolve neighbours before measuring so the first RTT samples are not ARP/ND.
