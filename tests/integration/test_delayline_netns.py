@@ -24,6 +24,7 @@ import pytest
 
 from testbed.delayline import DirectionSpec
 from testbed.delayline.bench import V4_A, V4_B, V6_B, current_binary, delay_net, nsexec
+from testbed.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -101,14 +102,11 @@ def test_loss_100_in_one_direction_blocks_pings(delayline_bin: Path) -> None:
 
 
 def _wait_listening(netns: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(nsexec(netns, "ss", "-Hltn", f"sport = :{port}"),
-                             capture_output=True, text=True, check=False).stdout
-        if out.strip():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on port {port} in {netns}")
+    def listening() -> bool:
+        return bool(subprocess.run(nsexec(netns, "ss", "-Hltn", f"sport = :{port}"),
+                                   capture_output=True, text=True, check=False).stdout.strip())
+
+    wait_until(listening, timeout, 0.05, f"a listener on port {port} in {netns}")
 
 
 def test_rate_limit_caps_tcp_throughput(delayline_bin: Path) -> None:

@@ -3,8 +3,8 @@ modes, each relay policy as the front door sees it, and the off-path proxy paths
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
-import time
 from collections import Counter
 from dataclasses import replace
 
@@ -13,6 +13,7 @@ import pytest
 from benchmarks.environment import BenchEnv
 from testbed.network import Network
 from testbed.scenario import Scenario
+from testbed.waiting import WaitTimeout, wait_until
 from tests.conftest import require_root
 from topologies import load_topology
 
@@ -35,12 +36,15 @@ def env(request):
 
 def _front_records_since(env: BenchEnv, count: int, wait_s: float = 3.0) -> list[dict]:
     """The front door logs a connection when it closes: wait until `count` new ones appear."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        recs = [r for r in env.cdn.front.records() if r.get("inner_sni") or r.get("outer_sni")]
-        if len(recs) >= count or time.monotonic() > deadline:
-            return recs
-        time.sleep(0.1)
+    recs: list[dict] = []
+
+    def enough() -> bool:
+        recs[:] = [r for r in env.cdn.front.records() if r.get("inner_sni") or r.get("outer_sni")]
+        return len(recs) >= count
+
+    with contextlib.suppress(WaitTimeout):  # the caller's assertions say what is missing
+        wait_until(enough, wait_s, 0.1, f"{count} front-door records")
+    return recs
 
 
 def _load(env: BenchEnv, path: str, family: int, count: int) -> list[dict]:

@@ -34,6 +34,7 @@ from testbed.services.ech import (
     make_ca,
     rotate_ech_keys,
 )
+from testbed.waiting import WaitTimeout, wait_until
 
 NAMED = ["pineapple-pizza.example", "anchovy-fans.test"]
 NSITES = 20
@@ -102,14 +103,17 @@ def env(tmp_path_factory: pytest.TempPathFactory):
 def wait_records(front: FrontDoor, n: int, timeout: float = 5.0) -> list[dict]:
     """Front-door log records of connections that sent something (port probes filtered),
     in accept order."""
-    deadline = time.monotonic() + timeout
-    while True:
-        recs = [r for r in front.records()
-                if r["error"] != "connection closed before a ClientHello"]
-        if len(recs) >= n or time.monotonic() > deadline:
-            # Lines are written when connections close; accept order is conn_id order.
-            return sorted(recs, key=lambda r: r["conn_id"])
-        time.sleep(0.05)
+    recs: list[dict] = []
+
+    def enough() -> bool:
+        recs[:] = [r for r in front.records()
+                   if r["error"] != "connection closed before a ClientHello"]
+        return len(recs) >= n
+
+    with contextlib.suppress(WaitTimeout):  # the caller's assertions say what is missing
+        wait_until(enough, timeout, 0.05, f"{n} front-door records")
+    # Lines are written when connections close; accept order is conn_id order.
+    return sorted(recs, key=lambda r: r["conn_id"])
 
 
 def test_dns_https_record_carries_current_config(env: Env) -> None:

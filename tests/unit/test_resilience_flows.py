@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from benchmarks.resilience.scenarios import _remapped
+from testbed.waiting import WaitTimeout, wait_until
 
 FLOWS = Path(__file__).resolve().parents[2] / "benchmarks" / "resilience" / "flows.py"
 
@@ -40,14 +41,16 @@ def _free_port() -> int:
 def _sink(tmp: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, str(FLOWS), "sink", "--bind4", "127.0.0.1",
                              "--port", str(port), "--out", str(tmp / "sink.json")])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("sink did not listen")
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_until(listening, 10, 0.05, f"the flows sink to listen on port {port}")
+    except WaitTimeout:
+        proc.kill()
+        raise
+    return proc
 
 
 def _client(tmp: Path, port: int, tcp: int, udp: int, duration: float, tick: float
