@@ -427,7 +427,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """Hand every argument to the gate unchanged: its own parser (ci/gate.py) is the one
     definition of its options (--tolerances, --gate-on, --json, --markdown), so none can
     be dropped here again."""
-    from ci.gate import main_compare
+    from benchmarks.gate import main_compare
 
     return main_compare(args.gate_args)
 

@@ -30,7 +30,9 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 from testbed.errors import UsageError
 
-DEFAULT_TOLERANCES = Path(__file__).resolve().parent / "tolerances.toml"
+#: The CI's tolerance table, read as data: the gate is benchmark analysis (the application's
+#: `cfrbench compare` runs it, and may not import `ci`), the table is CI policy.
+DEFAULT_TOLERANCES = Path(__file__).resolve().parents[1] / "ci" / "tolerances.toml"
 GATE_ON = ("ratios", "medians", "both")
 KINDS = ("latency", "throughput", "rate", "cpu", "jitter", "loss")
 _GATE_KEYS = {"gate_on": str, "fail_on_missing": bool, "fail_on_verdict_flip": bool,
@@ -88,7 +90,7 @@ class Tolerances:
     fail_on_verdict_flip: bool = True
     confidence: float = 0.95
     #: the cut between ok and undecided for a CI containing the threshold, as a fraction of
-    #: the threshold (ci/gate_change.py)
+    #: the threshold (benchmarks/gate_change.py)
     lean: float = 0.5
     info_margin_factor: float = 2.0
     info_max_change: float = 0.10

@@ -16,8 +16,17 @@ from typing import Any, Protocol
 from rich.console import Console
 from rich.table import Table
 
-from ci.gate_change import FAILING, FLIPPED, IMPROVED, INFO, MISSING, OK, REGRESSED, UNDECIDED
-from ci.gate_rules import Tolerances
+from benchmarks.gate_change import (
+    FAILING,
+    FLIPPED,
+    IMPROVED,
+    INFO,
+    MISSING,
+    OK,
+    REGRESSED,
+    UNDECIDED,
+)
+from benchmarks.gate_rules import Tolerances
 
 _STYLE = {OK: "green", REGRESSED: "bold red", UNDECIDED: "bold yellow", IMPROVED: "cyan",
           MISSING: "bold red", FLIPPED: "bold red", INFO: "dim"}
@@ -26,7 +35,7 @@ _ORDER = {v: i for i, v in enumerate((REGRESSED, FLIPPED, MISSING, UNDECIDED, IM
 
 
 class Row(Protocol):
-    """The fields of ci.gate.GateRow the renderers read."""
+    """The fields of benchmarks.gate.GateRow the renderers read."""
 
     figure: str
     benchmark: str
