@@ -34,6 +34,7 @@ from testbed.services.ech import (
     rotate_and_publish,
     rotate_ech_keys,
 )
+from testbed.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -236,10 +237,11 @@ def test_on_path_observer_sees_only_public_name(stack: Stack, mode: str, tmp_pat
                         "-s", "0", "-w", str(pcap),
                         "tcp port 443"], label="tcpdump", log=tmp_path / "tcpdump.log")
     try:
-        deadline = time.monotonic() + 10
-        while "listening on" not in cap.log_tail(5):
-            assert cap.alive() and time.monotonic() < deadline, cap.log_tail(5)
-            time.sleep(0.05)
+        def capturing() -> bool:
+            assert cap.alive(), cap.log_tail(5)
+            return "listening on" in cap.log_tail(5)
+
+        wait_until(capturing, 10, 0.05, "tcpdump to listen", detail=lambda: cap.log_tail(5))
         with stack.cdn(mode):
             res = stack.load().run(sites=[SECRET_SITE], count=3, session=True, page_resources=3)
             assert res.summary["errors"] == 0

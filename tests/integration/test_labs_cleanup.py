@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 
 from testbed import lifecycle
 from testbed.paths import REPO_ROOT
+from testbed.waiting import wait_until
 from tests.conftest import require_root
 from tests.integration.hoststate import netns, pids_matching, root_links
 
@@ -74,13 +74,13 @@ def test_kill_9_of_a_lab_then_clean_leaves_nothing(name: str) -> None:
         match = re.search(r"lab prefix (cb[0-9a-f]{4})", line)
         assert match, f"the lab did not announce its run prefix: {line!r}"
         prefix = match.group(1)
-        deadline = time.monotonic() + 120
-        state = lifecycle.load_run(prefix)
-        while not _ready(state, lab):
+        def ready() -> lifecycle.RunState | None:
             assert proc.poll() is None, f"the {name} lab ended before it was ready"
-            assert time.monotonic() < deadline, f"the {name} lab never got ready: {state}"
-            time.sleep(0.1)
             state = lifecycle.load_run(prefix)
+            return state if _ready(state, lab) else None
+
+        state = wait_until(ready, 120, 0.1, f"the {name} lab to be ready",
+                           detail=lambda: str(lifecycle.load_run(prefix)))
         recorded = [(p.pid, p.starttime) for p in state.processes]
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)

@@ -9,7 +9,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
 import pytest
@@ -20,6 +19,7 @@ from testbed.calibration import calibrate
 from testbed.paths import REPO_ROOT
 from testbed.scenario import Scenario, with_link_override
 from testbed.smoke import iperf_mbit, ping_all
+from testbed.waiting import wait_until
 from tests.integration.hoststate import netns, pids_matching, root_links  # noqa: E402
 
 RTT_RE = re.compile(r"time=([0-9.]+) ms")
@@ -111,13 +111,10 @@ def test_clean_after_kill_9_removes_the_run_and_nothing_else():
     proc = subprocess.Popen([sys.executable, "-m", "cfrbench.cli", "up", "--population", "5"],
                             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        run = None
-        while time.monotonic() < deadline and run is None:
-            run = next((r for r in lifecycle.list_runs()
-                        if r.controller_pid == proc.pid and r.info.get("ready")), None)
-            time.sleep(0.1)
-        assert run is not None, "cfrbench up did not come up"
+        run = wait_until(lambda: next((r for r in lifecycle.list_runs()
+                                       if r.controller_pid == proc.pid and r.info.get("ready")),
+                                      None),
+                         60, 0.1, "cfrbench up to come up")
         ours = [n for n in netns() if n.startswith(run.prefix + "-")]
         assert len(ours) == len(run.netns) > 10
         proc.send_signal(signal.SIGKILL)

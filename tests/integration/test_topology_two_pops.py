@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from testbed.graph import expected_rtt_ms
 from testbed.network import Network
 from testbed.scenario import Scenario
 from testbed.smoke import ping_all, rtt_pairs, rtt_table
+from testbed.waiting import wait_until
 from tests.conftest import require_root
 from tests.integration.hoststate import netns
 from topologies import load_topology
@@ -169,14 +169,13 @@ def test_up_with_a_user_topology_file(tmp_path):
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     prefix = None
     try:
-        deadline = time.monotonic() + 90
-        while prefix is None and time.monotonic() < deadline:
-            run = next((r for r in lifecycle.list_runs()
-                        if r.controller_pid == proc.pid and r.info.get("ready")), None)
-            prefix = run.prefix if run else None
+        def running() -> lifecycle.RunState | None:
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            time.sleep(0.1)
-        assert prefix is not None, "cfrbench up --topology ./my_topo.py did not come up"
+            return next((r for r in lifecycle.list_runs()
+                         if r.controller_pid == proc.pid and r.info.get("ready")), None)
+
+        run = wait_until(running, 90, 0.1, "cfrbench up --topology ./my_topo.py to come up")
+        prefix = run.prefix
         nodes = set(run.info["network"]["nodes"])
         assert {"s1", "acc", "isp", "tr", "pop", "fdx", "dnsx", "o1"} == nodes
         assert run.info["network"]["roles"]["front_door"] == "fdx"
