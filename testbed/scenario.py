@@ -21,7 +21,7 @@ stores (and `to_dict` records) the per-crossing value the link emulates, next to
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -307,10 +307,11 @@ def merge_link_overrides(
     user: Scenario,
     delays_ms: Mapping[str, float] | None = None,
     rates_mbit: Mapping[str, float] | None = None,
+    queue_packets: Mapping[str, int] | None = None,
     *,
     defaults: Scenario | None = None,
 ) -> tuple[Scenario, list[str]]:
-    """Apply a benchmark definition's link delays and rates on top of what the user set.
+    """Apply a benchmark definition's link delays, rates and queues on top of the user's.
 
     `delays_ms` are one-way per link class, `detour` as a path's extra one-way delay (the
     same meaning as everywhere else). Returns the scenario to run and one line per value the
@@ -322,26 +323,31 @@ def merge_link_overrides(
     base = defaults if defaults is not None else Scenario()
     merged = user
     overridden: list[str] = []
+
+    def note(label: str, was: Any, default: Any, now: Any, show: Callable[[Any], str]) -> None:
+        if was != default and was != now:
+            overridden.append(f"{label} {show(was)} -> {show(now)} (definition)")
+
     for link_class, delay in (delays_ms or {}).items():
         _choice("link class", link_class, LINK_CLASSES)
         if link_class == "detour":
             merged = with_detour_delay(merged, float(delay))
-            was, default = user.detour_extra_ms, base.detour_extra_ms
-            now = merged.detour_extra_ms
-            label = "detour (extra one-way) delay"
+            note("detour (extra one-way) delay", user.detour_extra_ms, base.detour_extra_ms,
+                 merged.detour_extra_ms, lambda v: f"{v:g} ms")
         else:
             merged = with_link_override(merged, link_class, delay_ms=float(delay))
-            was = user.links[link_class].delay_ms
-            default = base.links[link_class].delay_ms
-            now = merged.links[link_class].delay_ms
-            label = f"{link_class} delay"
-        if was != default and was != now:
-            overridden.append(f"{label} {was:g} ms -> {now:g} ms (definition)")
-    for link_class, rate in (rates_mbit or {}).items():
-        _choice("link class", link_class, LINK_CLASSES)
-        merged = with_link_override(merged, link_class, rate_mbit=float(rate))
-        was = user.links[link_class].rate_mbit
-        if was != base.links[link_class].rate_mbit and was != float(rate):
-            shown = "unlimited" if was is None else f"{was:g} Mbit/s"
-            overridden.append(f"{link_class} rate {shown} -> {float(rate):g} Mbit/s (definition)")
+            note(f"{link_class} delay", user.links[link_class].delay_ms,
+                 base.links[link_class].delay_ms, merged.links[link_class].delay_ms,
+                 lambda v: f"{v:g} ms")
+    for attr, table, label, show in (
+        ("rate_mbit", rates_mbit, "rate",
+         lambda v: "unlimited" if v is None else f"{v:g} Mbit/s"),
+        ("queue_packets", queue_packets, "queue", lambda v: f"{v} packets"),
+    ):
+        for link_class, value in (table or {}).items():
+            _choice("link class", link_class, LINK_CLASSES)
+            cast = int(value) if attr == "queue_packets" else float(value)
+            merged = with_link_override(merged, link_class, **{attr: cast})
+            note(f"{link_class} {label}", getattr(user.links[link_class], attr),
+                 getattr(base.links[link_class], attr), cast, show)
     return merged.validate(), overridden

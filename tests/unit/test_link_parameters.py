@@ -92,22 +92,25 @@ def test_detour_rejects_per_direction_delays_and_bad_values() -> None:
 
 def test_definition_values_apply_and_nothing_is_reported_over_defaults() -> None:
     merged, overridden = merge_link_overrides(Scenario(), {"wan": 12.0, "detour": 20.0},
-                                              {"access": 1000.0})
+                                              {"access": 1000.0}, {"access": 1700})
     assert merged.links["wan"].delay_ms == 12.0
     assert merged.detour_extra_ms == 20.0 and merged.links["detour"].delay_ms == 10.0
     assert merged.links["access"].rate_mbit == 1000.0
+    assert merged.links["access"].queue_packets == 1700
     assert overridden == []  # the user set none of these: no setting of theirs was lost
 
 
 def test_user_values_a_definition_replaces_are_named() -> None:
     user = with_detour_delay(with_link_override(Scenario(), "wan", delay_ms=20.0), 40.0)
-    user = with_link_override(user, "access", rate_mbit=50.0)
+    user = with_link_override(user, "access", rate_mbit=50.0, queue_packets=100)
     merged, overridden = merge_link_overrides(user, {"wan": 10.0, "detour": 15.0},
-                                              {"access": 1000.0})
+                                              {"access": 1000.0}, {"access": 1700})
     assert merged.links["wan"].delay_ms == 10.0 and merged.detour_extra_ms == 15.0
+    assert merged.links["access"].queue_packets == 1700
     assert overridden == ["wan delay 20 ms -> 10 ms (definition)",
                           "detour (extra one-way) delay 40 ms -> 15 ms (definition)",
-                          "access rate 50 Mbit/s -> 1000 Mbit/s (definition)"]
+                          "access rate 50 Mbit/s -> 1000 Mbit/s (definition)",
+                          "access queue 100 packets -> 1700 packets (definition)"]
 
 
 def test_user_values_a_definition_does_not_touch_run_as_set() -> None:
@@ -121,3 +124,31 @@ def test_unknown_link_class_in_a_definition_is_refused() -> None:
     with pytest.raises(ParameterError) as err:
         merge_link_overrides(Scenario(), {"backbone": 1.0})
     assert err.value.parameter == "link class"
+
+
+@pytest.mark.parametrize("profile", ["quick", "full", "tiny"])
+def test_merging_reproduces_the_runners_scenarios_for_every_shipped_definition(
+        profile: str) -> None:
+    """The call benchmarks.runner.scenario_for should make (the report of issue 16, item 6)
+    builds exactly the networks it builds today, at every sweep point of every definition:
+    the detour halved once, in the scenario, instead of in the runner."""
+    from dataclasses import replace
+
+    from benchmarks.definitions import available_benchmarks, load_benchmarks
+    from benchmarks.runner import scenario_for
+    from benchmarks.schedule import plan
+
+    user = Scenario()
+    for definition in load_benchmarks(available_benchmarks(), profile):
+        for step in plan(definition, 0):
+            today = scenario_for(user, definition, step.sweep)
+            s = replace(user, ech_mode=definition.scenario.ech_mode,
+                        subscribers=max(user.subscribers, definition.scenario.subscribers))
+            delays = dict(definition.scenario.link_delay_ms)
+            if step.sweep and definition.sweep is not None:
+                delays[definition.sweep.link] = step.sweep["delay_ms"]
+            merged, overridden = merge_link_overrides(
+                s, delays, definition.scenario.link_rate_mbit,
+                definition.scenario.link_queue_packets)
+            assert merged == today, (definition.name, step.sweep)
+            assert overridden == []  # nothing set by the user: nothing to report
