@@ -39,22 +39,29 @@ Values = dict[str, float | None]
 Result = tuple[Values, dict[str, Any]]
 FORWARD_PORT = 15201
 
-#: The CPU the client tools (`echd load`, ping, iperf3 clients) are pinned to. Why: on a
-#: 2-core machine an unpinned client migrates between cores mid-handshake, and where it
-#: lands next to the relay's softirq or a delay line changes its timing from sample to
-#: sample; one fixed core (and GOMAXPROCS=1 for the Go client, one scheduler thread)
-#: removes that source of spread.
-CLIENT_CPU = "1"
+#: The CPU the client tools (`echd load` with GOMAXPROCS=1, ping, iperf3 clients) are pinned
+#: to, or None: not pinned (the default). Why not pinned: an A/B on the 2-core machine
+#: (load 2.5-4, 50 paired blocks direct vs cfr-flow, handshake) showed no lower spread from
+#: pinning (IQR of the paired differences 0.94 vs 0.99 ms with one connection per sample,
+#: 0.62 vs 0.80 with five; an earlier 30-block A/B had it the other way round), and a pinned
+#: client waits whenever a delay line or the relay's softirq is busy on that core. Set it
+#: (e.g. "1") to pin; the records do not change.
+CLIENT_CPU: str | None = None
 
-#: Connections per `https_request` sample when a definition does not say
-#: (`connections_per_sample`). Why more than one: of a ~0.25 s sample about 0.2 s was
-#: `echd load` starting (process, DNS, CA, ECH config); k sequential connections in one
-#: invocation cost little more than one, and their median is a lower-variance sample.
-CONNECTIONS_PER_SAMPLE = 5
+#: Connections per `https_request` sample unless a definition says otherwise
+#: (`connections_per_sample`); the sample is their median. Why 1: starting `echd load` costs
+#: ~0.06 s here (not the ~0.2 s once assumed), a connection ~0.07 s, so k = 5 makes a sample
+#: 3.4x dearer while narrowing the paired differences' IQR only 1.2-1.5x (the noise is largely
+#: shared by the connections of one invocation): per minute of measurement k = 1 gave the
+#: most power (IQR^-2 per second: 8.0-8.5 for k = 1, 5.7 for k = 3, 3.6-5.9 for k = 5).
+CONNECTIONS_PER_SAMPLE = 1
 
 
 def _pinned(argv: Sequence[str], *, go: bool = False) -> list[str]:
-    """`argv` run on CLIENT_CPU only (a Go program with one scheduler thread)."""
+    """`argv` run on CLIENT_CPU only (a Go program with one scheduler thread); unchanged
+    when CLIENT_CPU is None."""
+    if CLIENT_CPU is None:
+        return list(argv)
     prefix = ["taskset", "-c", CLIENT_CPU]
     if go:
         prefix += ["env", "GOMAXPROCS=1"]
@@ -62,7 +69,7 @@ def _pinned(argv: Sequence[str], *, go: bool = False) -> list[str]:
 
 
 def _run_load(env: BenchEnv, *, timeout: float, **kwargs: Any) -> LoadResult:
-    """`echd load` on the client, pinned (see CLIENT_CPU); its ground-truth records."""
+    """`echd load` on the client (pinned if CLIENT_CPU says so); its ground-truth records."""
     gen = env.load_generator()
     argv, out = gen.argv(**kwargs)
     proc = gen.node.run(_pinned(argv, go=True), check=False, timeout=timeout)

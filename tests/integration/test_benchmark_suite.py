@@ -65,6 +65,33 @@ def test_every_path_was_measured_without_failures(results: dict) -> None:
     assert not failed, failed
 
 
+def test_connection_samples_are_medians_of_several_connections(
+        tiny_run: tuple[Path, str]) -> None:
+    """Every measured https_request sample made CONNECTIONS_PER_SAMPLE connections and its
+    handshake value is the median of their handshake times (benchmarks/RECORDS.md)."""
+    from benchmarks.tools import CONNECTIONS_PER_SAMPLE, median_of
+
+    lines = (tiny_run[0] / "raw" / "measurements.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines if x.strip()]
+    handshakes = [r for r in recs if r["measurement"] == "connection"
+                  and r["metric"] == "handshake_time" and r["value"] is not None]
+    assert handshakes
+    for r in handshakes:
+        each = r["extra"]["handshake_ms_each"]
+        assert r["extra"]["connections"] == len(each) == CONNECTIONS_PER_SAMPLE
+        assert r["value"] == pytest.approx(median_of(each), abs=1e-3)
+
+
+def test_leak_summary_states_its_controls_and_set_aside(results: dict) -> None:
+    leak = results["leak_check"]
+    assert leak["valid"] is True and leak["control_missing"] == []
+    assert leak["control_categories"] and all(n > 0 for n in leak["control_categories"].values())
+    from benchmarks.leakcheck import SET_ASIDE_LIMIT
+
+    assert isinstance(leak["set_aside"], int) and leak["set_aside_limit"] == SET_ASIDE_LIMIT
+    assert leak["set_aside_over_limit"] == []
+
+
 def test_report_and_plots_are_written(tiny_run: tuple[Path, str]) -> None:
     run_dir, stdout = tiny_run
     md = (run_dir / "report.md").read_text()

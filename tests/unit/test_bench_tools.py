@@ -110,10 +110,15 @@ def test_an_https_request_sample_is_the_median_of_its_connections() -> None:
         median_of([])
 
 
-def test_client_tools_run_pinned_and_go_with_one_scheduler_thread() -> None:
-    assert _pinned(["ping", "-c1"]) == ["taskset", "-c", CLIENT_CPU, "ping", "-c1"]
+def test_client_tools_run_pinned_and_go_with_one_scheduler_thread(monkeypatch) -> None:
+    from benchmarks import tools
+
+    assert CLIENT_CPU is None  # not pinned by default (no lower spread measured)
+    assert _pinned(["ping", "-c1"]) == ["ping", "-c1"]
+    monkeypatch.setattr(tools, "CLIENT_CPU", "1")
+    assert _pinned(["ping", "-c1"]) == ["taskset", "-c", "1", "ping", "-c1"]
     assert _pinned(["echd", "load"], go=True) == [
-        "taskset", "-c", CLIENT_CPU, "env", "GOMAXPROCS=1", "echd", "load"]
+        "taskset", "-c", "1", "env", "GOMAXPROCS=1", "echd", "load"]
 
 
 def test_leak_check_policies_come_from_paths_through_the_policy_table() -> None:
