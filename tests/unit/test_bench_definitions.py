@@ -302,3 +302,14 @@ def test_sequential_and_per_measurement_keys_are_validated() -> None:
     data = minimal()
     data["profiles"]["tiny"]["look_every"] = -1
     expect_error(data, "profiles.tiny.look_every")
+
+
+def test_every_path_has_a_relay_policy_of_the_one_table() -> None:
+    """A path added to the registry without a policy, or a policy renamed in relay.policies,
+    fails here instead of at the first switch of a run."""
+    from benchmarks.environment import POLICY_OF_PATH
+    from benchmarks.registry import PATHS
+    from relay.policies import POLICIES
+
+    assert set(POLICY_OF_PATH) == set(PATHS)
+    assert set(POLICY_OF_PATH.values()) <= set(POLICIES)
