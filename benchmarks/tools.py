@@ -142,19 +142,14 @@ def ttfb(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
 def https_request(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
     """All three connection phases, each the median over k sequential new connections
     (`connections_per_sample`, default CONNECTIONS_PER_SAMPLE) from one client invocation:
-    three metrics per connection, and k connections per client start-up.
-
-    With `resume`, the first connection of the k fills the session cache with a full
-    handshake, so it is left out of the median (k + 1 are made)."""
+    three metrics per connection, and k connections per client start-up."""
     size = int(options.get("size_bytes", 1024))
     k = max(1, int(options.get("connections_per_sample", CONNECTIONS_PER_SAMPLE)))
-    resume = bool(options.get("resume", False))
     metrics = ("connect_time", "handshake_time", "ttfb")
     try:
-        recs = _echd_records(env, path, options, count=k + resume, path=f"/bytes/{size}")
+        recs = _echd_records(env, path, options, count=k, path=f"/bytes/{size}")
     except RuntimeError as exc:
         return _failed(metrics, exc)
-    recs = recs[1:] if resume else recs
     if options.get("ech", True) and not all(r.get("ech_accepted") for r in recs):
         return _failed(metrics, RuntimeError("ECH was not accepted"))
     connect = [r["connect_ms"] for r in recs]
