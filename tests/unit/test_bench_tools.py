@@ -174,3 +174,32 @@ def test_a_relay_with_several_access_interfaces_counts_each_as_the_subscriber_si
              rx(1, 5_000, "edge-a1", "0xc"), tx(1, 6_000, "edge-a2", "0xc")]  # access->access
     got = fwd.parse_perf_script(lines, ("edge-a1", "edge-a2"), ("edge-core",))
     assert got.up_ns == pytest.approx([2000, 3000]) and got.down_ns == []
+
+
+def test_forwarding_cost_retries_only_capture_failures(monkeypatch) -> None:
+    """A capture that lost perf events is taken again (up to FORWARDING_ATTEMPTS) and every
+    attempt's problem is kept; a relay-side result is never retried."""
+    from benchmarks import tools
+
+    outcomes = [({"forwarding_cost": None}, {"capture_problem": "lost events"}),
+                ({"forwarding_cost": 5000.0}, {"traced_over_sent": 0.99})]
+    calls: list[int] = []
+
+    def once(env, options):
+        calls.append(1)
+        values, extra = outcomes[len(calls) - 1]
+        return dict(values), dict(extra)
+
+    monkeypatch.setattr(tools, "_forwarding_cost_once", once)
+    values, extra = tools.forwarding_cost(None, "cfr-flow", {})
+    assert values == {"forwarding_cost": 5000.0}
+    assert extra["attempts"] == 2 and extra["capture_problems"] == ["lost events"]
+    assert "error" not in extra
+
+    calls.clear()
+    outcomes[:] = [({"forwarding_cost": None}, {"capture_problem": f"lost {i}"})
+                   for i in range(tools.FORWARDING_ATTEMPTS)]
+    values, extra = tools.forwarding_cost(None, "cfr-flow", {})
+    assert values == {"forwarding_cost": None}
+    assert len(calls) == tools.FORWARDING_ATTEMPTS == extra["attempts"]
+    assert extra["error"] == f"lost {tools.FORWARDING_ATTEMPTS - 1}"
