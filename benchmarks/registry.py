@@ -126,6 +126,9 @@ TOOLS: dict[str, ToolSpec] = {
                 "family": _FAMILY,
                 "ech": _ECH,
                 "size_bytes": OptionSpec(int, "response body size", minimum=0),
+                "connections_per_sample": OptionSpec(
+                    int, "sequential connections per sample; their median is the sample",
+                    minimum=1),
             },
         ),
         ToolSpec(
