@@ -399,7 +399,7 @@ def cmd_cli(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     from benchmarks.linkability_run import LinkabilityParams
-    from testbed.mainjob import run_main_job
+    from cfrbench.mainjob import run_main_job
 
     link = replace(LinkabilityParams.for_profile(args.profile), model=args.model)
     if args.households is not None:

@@ -74,3 +74,13 @@ def test_an_injected_upward_import_breaks_a_contract(tmp_path: Path, module: str
     broken = result.stdout.split("Broken contracts", 1)[-1]
     assert contract in broken, result.stdout
     assert arrow in broken, result.stdout
+
+
+def test_the_repository_keeps_its_layers() -> None:
+    """What `make test` checks, here too: the tree as committed breaks no contract."""
+    if not LINT_IMPORTS.exists():
+        pytest.fail(f"{LINT_IMPORTS} missing: run 'make setup' (import-linter is a dev extra)")
+    result = subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout
+    assert "0 broken" in result.stdout

@@ -1,4 +1,4 @@
-"""Pre-flight calibration (testbed.mainjob.preflight): a link whose median delay error is
+"""Pre-flight calibration (cfrbench.mainjob.preflight): a link whose median delay error is
 over the limit is measured once more before the run is failed, so a few seconds of host
 stall do not abort a run, while a link that really mis-emulates still does. The network
 calls are replaced by recorded figures; the real measurement runs in the integration tests."""
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from testbed import mainjob
+from cfrbench import mainjob
 from testbed.calibration import LinkCalibration
 from testbed.smoke import PingAllResult
 
