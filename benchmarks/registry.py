@@ -214,6 +214,8 @@ TOOLS: dict[str, ToolSpec] = {
                 "streams": _STREAMS,
                 "duration_s": _DURATION,
                 "congestion_control": _CONGESTION,
+                "rate_mbit": OptionSpec(float, "pace the load (iperf3 -b); 0 = line rate",
+                                        minimum=0),
             },
             unsupported_paths=_PROXY_PATHS,
         ),

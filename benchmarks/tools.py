@@ -354,6 +354,12 @@ def _forwarding_cost_once(env: BenchEnv, options: Mapping[str, Any]) -> Result:
     metrics = ("forwarding_cost",)
     duration = float(options.get("duration_s", 2.0))
     argv, cc = _tcp_argv(options, duration)
+    rate = float(options.get("rate_mbit", 0.0))
+    if rate > 0:
+        # Paced below the line: perf's writer shares the two cores with the load, and at the
+        # full 1 Gbit/s (~250,000 events/s) it starved and lost events in 2 of 72 samples
+        # three times running on a quiet machine.
+        argv += ["-b", f"{rate:g}M"]
     target = env.transit_target()
     load = env.net[env.net.roles.client].command(
         _pinned(["iperf3", "-c", target, "-p", str(TRANSIT_IPERF_PORT),
