@@ -742,7 +742,7 @@ def test_cfrbench_compare_passes_the_gate_options(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """Through the `cfrbench` entry point: --json, --markdown and --gate-on reach the gate
     (they used to be rejected as unrecognized arguments)."""
-    from testbed.cli import main
+    from cfrbench.cli import main
 
     base, cur = pair(tmp_path)
     for p in {s["path"] for s in cur.summaries(metric="handshake_time")}:
