@@ -245,7 +245,14 @@ def _median_rows(base: Mapping[str, Any], cur: Mapping[str, Any],
 
 def _verdict_rows(base: Mapping[str, Any], cur: Mapping[str, Any],
                   tol: Tolerances) -> list[GateRow]:
-    """Every comparison equivalent in the baseline must still be equivalent."""
+    """Every comparison equivalent in the baseline must still be equivalent.
+
+    A flip to a decided verdict (slower, worse, faster, better) always gates. A flip to
+    `undecided` gates only on a figure a rule selects (the relay's own paths): there it is
+    a gated row too imprecise to decide. On an information-only figure (cgn, the proxies)
+    an undecided run is not a changed answer, and failing on it made an A/A pair of real
+    quick runs fail on cgn's connection rate (equivalent -> undecided, x0.985 [0.948, 1.010]).
+    """
     new = {_ckey(c): c for c in cur["comparisons"]}
     rows = []
     for c in base["comparisons"]:
@@ -253,11 +260,15 @@ def _verdict_rows(base: Mapping[str, Any], cur: Mapping[str, Any],
         if c.get("verdict") != EQUIVALENT or n is None or n.get("verdict") == EQUIVALENT:
             continue
         k = _ckey(c)
+        undecided = n.get("verdict") in _UNDECIDED_VERDICTS
+        selected = tol.rule_for(c["measurement"], c["metric"], c.get("kind", ""), c["path"],
+                                c["baseline"]) is not None
         rows.append(GateRow(
             figure="verdict", benchmark=k[0], measurement=k[1], metric=k[2],
             unit=c.get("unit", ""), sweep=k[3], path=f"{k[5]}/{k[4]}", comparator="",
             old=None, new=None, change=None, ci_low=None, ci_high=None, threshold=None,
-            rule="verdict flip", verdict=FLIPPED, gating=tol.fail_on_verdict_flip,
+            rule="verdict flip", verdict=FLIPPED,
+            gating=tol.fail_on_verdict_flip and (selected or not undecided),
             note=_flip_note(n)))
     return rows
 
