@@ -39,7 +39,7 @@ from benchmarks.tools import TOOLS
 from relay.policies import CFR_POLICIES
 from testbed.lifecycle import RunRegistry
 from testbed.network import Network
-from testbed.scenario import Scenario, with_link_override
+from testbed.scenario import Scenario, merge_link_overrides
 from topologies import load_topology
 
 DEFAULT_BENCHMARKS = ("latency", "throughput", "connrate")
@@ -62,6 +62,9 @@ class NetworkGroup:
     scenario: Scenario
     definition: BenchmarkDefinition
     steps: list[PlanStep] = field(default_factory=list)
+    #: user-set link values the definitions replaced on this network ("wan delay 20 ms ->
+    #: 10 ms (definition)")
+    overridden: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -85,23 +88,26 @@ class RunOutcome:
 
 def scenario_for(base: Scenario, definition: BenchmarkDefinition,
                  sweep: dict[str, float]) -> Scenario:
-    """The testbed scenario of one benchmark at one sweep point.
+    """The testbed scenario of one benchmark at one sweep point (see `scenario_and_overrides`)."""
+    return scenario_and_overrides(base, definition, sweep)[0]
 
-    Link delays in definitions are one-way per link class; `detour` is the extra one-way
-    delay of the detour (the detour link is crossed twice, so it gets half)."""
+
+def scenario_and_overrides(base: Scenario, definition: BenchmarkDefinition,
+                           sweep: dict[str, float]) -> tuple[Scenario, list[str]]:
+    """The testbed scenario of one benchmark at one sweep point, and one line per link value
+    the user set that the definition replaced (printed per network and kept in provenance:
+    what the user sets is what runs unless a definition says otherwise, and then it says so).
+
+    Link delays in definitions are one-way per link class; `detour` is a path's extra one-way
+    delay, split over its crossings in one place (testbed.scenario.detour_link_delay_ms)."""
     s = replace(base, ech_mode=definition.scenario.ech_mode,
                 subscribers=max(base.subscribers, definition.scenario.subscribers))
     delays = dict(definition.scenario.link_delay_ms)
     if sweep and definition.sweep is not None:
         delays[definition.sweep.link] = sweep["delay_ms"]
-    for link_class, delay in delays.items():
-        one_way = delay / 2 if link_class == "detour" else delay
-        s = with_link_override(s, link_class, delay_ms=float(one_way))
-    for link_class, rate in definition.scenario.link_rate_mbit.items():
-        s = with_link_override(s, link_class, rate_mbit=float(rate))
-    for link_class, packets in definition.scenario.link_queue_packets.items():
-        s = with_link_override(s, link_class, queue_packets=int(packets))
-    return s.validate()
+    scenario, overridden = merge_link_overrides(s, delays, definition.scenario.link_rate_mbit,
+                                                definition.scenario.link_queue_packets)
+    return scenario.validate(), overridden
 
 
 def group_by_network(base: Scenario, definitions: Sequence[BenchmarkDefinition],
@@ -109,10 +115,11 @@ def group_by_network(base: Scenario, definitions: Sequence[BenchmarkDefinition],
     groups: dict[str, NetworkGroup] = {}
     for definition in definitions:
         for step in plan(definition, seed):
-            scenario = scenario_for(base, definition, step.sweep)
+            scenario, overridden = scenario_and_overrides(base, definition, step.sweep)
             key = json.dumps(scenario.to_dict(), sort_keys=True) + json.dumps(
                 [definition.scenario.pool_size, definition.scenario.epoch_s])
             group = groups.setdefault(key, NetworkGroup(scenario, definition))
+            group.overridden = sorted(set(group.overridden) | set(overridden))
             group.steps.append(step)
     return list(groups.values())
 
@@ -138,6 +145,9 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
         for index, group in enumerate(groups, 1):
             label = f"network {index}/{len(groups)}"
             progress.update(task, description=f"{label}: starting")
+            if group.overridden:
+                progress.console.print(f"[yellow]      {label}: the benchmark definition "
+                                       f"overrides your {'; '.join(group.overridden)}[/]")
             with Network(group.scenario, registry,
                          topology=load_topology(group.scenario.topology)) as net:
                 outcome.mechanism = net.mechanism
@@ -146,7 +156,8 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
                 record, cal = calibration_gate(
                     net, where,
                     {"network": index, "benchmarks": sorted({s.benchmark for s in group.steps}),
-                     "sweep": group.steps[0].sweep, "scenario": group.scenario.to_dict()})
+                     "sweep": group.steps[0].sweep, "scenario": group.scenario.to_dict(),
+                     "overridden_by_definition": group.overridden})
                 outcome.calibrations.append(record)
                 paths = sorted({i.path for s in group.steps for i in s.schedule})
                 env = BenchEnv(net, registry.make_tmpdir("bench"),
