@@ -53,9 +53,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _console():
-    from rich.console import Console
+    from cfrbench.console import make_console
 
-    return Console(highlight=False)
+    return make_console()
 
 
 # -- scenario options shared by up / cli / run -------------------------------------------------

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.linkability_run import LinkabilityParams, run_linkability
+from cfrbench.console import make_console
 from testbed import lifecycle, paths
 from testbed.calibration import LinkCalibration, calibrate, gate_failures
 from testbed.calibration import summary as calibration_summary
@@ -94,7 +95,7 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
     link_params = linkability or LinkabilityParams.for_profile(profile)
     if with_linkability:
         link_params.validate(max(scenario.population, link_params.households))
-    console = Console(highlight=False)
+    console = make_console()
     run_id = new_run_id()
     run_dir = Path(out_dir) if out_dir else paths.RESULTS_DIR / run_id
     if (run_dir / "raw").exists() and any((run_dir / "raw").iterdir()):
