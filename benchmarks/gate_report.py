@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -28,33 +28,13 @@ from benchmarks.gate_change import (
 )
 from benchmarks.gate_rules import Tolerances
 
+if TYPE_CHECKING:  # benchmarks.gate imports this module: no runtime import back
+    from benchmarks.gate import GateRow as Row
+
 _STYLE = {OK: "green", REGRESSED: "bold red", UNDECIDED: "bold yellow", IMPROVED: "cyan",
           MISSING: "bold red", FLIPPED: "bold red", INFO: "dim"}
 _ORDER = {v: i for i, v in enumerate((REGRESSED, FLIPPED, MISSING, UNDECIDED, IMPROVED, OK,
                                       INFO))}
-
-
-class Row(Protocol):
-    """The fields of benchmarks.gate.GateRow the renderers read."""
-
-    figure: str
-    benchmark: str
-    measurement: str
-    metric: str
-    unit: str
-    sweep: str
-    path: str
-    comparator: str
-    old: float | None
-    new: float | None
-    change: float | None
-    ci_low: float | None
-    ci_high: float | None
-    threshold: float | None
-    rule: str
-    verdict: str
-    gating: bool
-    note: str
 
 
 def _num(x: float | None) -> str:
