@@ -340,7 +340,7 @@ def forwarding_cost(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Res
         if problem is None:
             break
         problems.append(problem)
-    extra["attempts"] = len(problems) + (0 if problem is not None else 1)
+    extra["attempts"] = len(problems) + (problem is None)  # failed ones + the good one
     if problems:
         extra["capture_problems"] = problems
     if problem is not None:
