@@ -248,6 +248,7 @@ def stream_policies(sp: StreamParams, policies: tuple[str, ...]) -> list[dict]:
             "wall_s": wall,
             "max_rss_gib": rss,
             "worker_policies": list(policies),
+            "worker_pid": os.getpid(),
         }
         for st in states
     ]
@@ -298,3 +299,84 @@ def stream_profile(sp: StreamParams | None = None) -> dict:
         "load_average_after": os.getloadavg(),
         "cpus": os.cpu_count(),
     }
+
+
+def _peak_rss_gib(runs: list[dict]) -> dict[str, float]:
+    """Peak RSS of the parent and of each worker; their sum bounds the simultaneous total."""
+    parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    workers: dict[tuple, float] = {}
+    for r in runs:
+        if r.get("worker_pid") != os.getpid():  # in-process runs are the parent itself
+            workers[tuple(r["worker_policies"])] = r["max_rss_gib"]
+    return {
+        "parent": parent,
+        **{"+".join(k): v for k, v in workers.items()},
+        "sum": parent + sum(workers.values()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time the streamed model alone: ``python -m benchmarks.linkability.streaming``.
+
+    Prints wall time, the load average before/after, peak RSS per process and their sum,
+    and the final AUC per policy and trait, so the issue's performance figure is one command.
+    """
+    import argparse
+    import json
+    import sys
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--subscribers", type=int, default=1_000_000)
+    ap.add_argument("--hours", type=float, default=24.0)
+    ap.add_argument("--window-s", type=float, default=3600.0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--policies", default="route,cgn,cfr-flow,cfr-epoch")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--progress", action="store_true", help="one line per window on stderr")
+    ap.add_argument("--json", metavar="PATH", help="also write the full result here")
+    a = ap.parse_args(argv)
+    sp = StreamParams(
+        base=SimParams(
+            subscribers=a.subscribers,
+            duration_s=a.hours * 3600.0,
+            v6_fraction=0.7,
+            epoch_s=300.0,
+            seed=a.seed,
+        ),
+        window_s=a.window_s,
+        policies=tuple(a.policies.split(",")),
+        checkpoints_h=tuple(h for h in (1, 2, 4, 8, 12, 24, 48) if h <= a.hours),
+        workers=a.workers,
+        progress=a.progress,
+    )
+    res = stream_profile(sp)
+    runs = list(res["policies"].values())
+    rss = _peak_rss_gib(runs)
+    la0, la1 = res["load_average_before"], res["load_average_after"]
+    print(
+        f"{a.subscribers:,} subscribers x {a.hours:g} h, {sp.workers} workers on "
+        f"{res['cpus']} CPUs: wall {res['wall_s']:.1f} s ({res['wall_s'] / 60:.1f} min); "
+        f"load average {la0[0]:.2f} before, {la1[0]:.2f} after"
+    )
+    print("peak RSS GiB: " + ", ".join(f"{k} {v:.2f}" for k, v in rss.items()))
+    for pol, r in res["policies"].items():
+        for trait, c in r["curves"].items():
+            if not c["points"]:
+                continue
+            nh, orc = c["points"][-1]["named_household"], c["points"][-1]["oracle"]
+            print(
+                f"{pol:10s} {trait:6s} flows {r['flows']:,} cpu {r['cpu_s']:.0f} s  "
+                f"AUC {nh['auc']:.4f} TPR@1% {nh['tpr_at_fpr']:.4f}  oracle {orc['auc']:.4f}"
+            )
+    if a.json:
+        from benchmarks.linkability.report import clean_json
+
+        res["peak_rss_gib"] = rss
+        with open(a.json, "w") as fh:
+            json.dump(clean_json(res), fh, indent=1)
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
