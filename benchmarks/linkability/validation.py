@@ -52,11 +52,27 @@ def _pair_share_per_household(
     return agree, total
 
 
-def household_statistics(ft: FlowTable, epoch_s: float) -> dict[str, tuple[np.ndarray, ...]]:
-    """Per-household numerators/denominators of each signature (see module docstring)."""
+def household_statistics(
+    ft: FlowTable, epoch_s: float, n_households: int | None = None
+) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per-household numerators/denominators of each signature (see module docstring).
+
+    With ``n_households`` the table's own household codes (``0..n_households-1``, e.g. the
+    household table's order) index the arrays, so two tables of the same households line
+    up (paired comparison); otherwise codes are renumbered densely.
+    """
     ft = ft if (ft.household >= 0).all() else ft.labelled()
-    hh = dense(ft.household)[0]
-    n_h = int(hh.max(initial=-1)) + 1
+    if n_households is None:
+        hh = dense(ft.household)[0]
+        n_h = int(hh.max(initial=-1)) + 1
+    else:
+        hh = ft.household.astype(np.int64)
+        if hh.size and int(hh.max()) >= n_households:
+            raise ValueError(
+                f"household code {int(hh.max())} >= n_households {n_households}: both tables "
+                "must code households in one order (join_records(..., households=order))"
+            )
+        n_h = n_households
     bucket = np.floor(ft.ts / epoch_s).astype(np.int64)
     fam = ft.family.astype(np.int64)
     out: dict[str, tuple[np.ndarray, ...]] = {}
@@ -107,6 +123,16 @@ def _ratio_ci(
     return float(num.sum() / den.sum()), boot
 
 
+def _paired_ratio(num: np.ndarray, den: np.ndarray, idx: np.ndarray) -> tuple[float, np.ndarray]:
+    """Ratio estimate and its bootstrap replicates over the given household resamples."""
+    if den.sum() <= 0:
+        return float("nan"), np.full(idx.shape[0], np.nan)
+    d = den[idx].sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = np.where(d > 0, num[idx].sum(axis=1) / np.where(d > 0, d, 1.0), np.nan)
+    return float(num.sum() / den.sum()), boot
+
+
 def compare(
     emulated: FlowTable,
     model: FlowTable,
@@ -114,19 +140,38 @@ def compare(
     resamples: int = 400,
     level: float = 0.95,
     seed: int = 0,
+    n_households: int | None = None,
 ) -> list[dict]:
-    """Rows per statistic: emulated, model, difference CI, margin, passed."""
+    """Rows per statistic: emulated, model, difference CI, margin, passed.
+
+    Unpaired (default): each side's households are resampled on their own (two independent
+    samples). Paired (``n_households`` given): both tables hold the *same* households coded
+    in one order (the model run on the emulation's own workload), so one resample of
+    households is applied to both sides; the CI of the difference then leaves out the
+    household-to-household variation both sides share, which is the honest interval for
+    "same workload, two alias mechanisms" (an unpaired CI would be wider and let a wrong
+    model pass).
+    """
     rng = np.random.default_rng(seed)
-    e_stats = household_statistics(emulated, epoch_s)
-    m_stats = household_statistics(model, epoch_s)
+    e_stats = household_statistics(emulated, epoch_s, n_households)
+    m_stats = household_statistics(model, epoch_s, n_households)
+    shared = (
+        rng.integers(0, n_households, (resamples, n_households))
+        if n_households is not None and n_households > 0
+        else None
+    )
     rows = []
     a = (1 - level) / 2
     for name in sorted(set(e_stats) | set(m_stats)):
         if name not in e_stats or name not in m_stats:
             rows.append({"statistic": name, "passed": False, "reason": "missing on one side"})
             continue
-        e, eb = _ratio_ci(*e_stats[name], rng, resamples)
-        m, mb = _ratio_ci(*m_stats[name], rng, resamples)
+        if shared is not None:
+            e, eb = _paired_ratio(*e_stats[name][:2], shared)
+            m, mb = _paired_ratio(*m_stats[name][:2], shared)
+        else:
+            e, eb = _ratio_ci(*e_stats[name], rng, resamples)
+            m, mb = _ratio_ci(*m_stats[name], rng, resamples)
         if np.isnan(e) and np.isnan(m):
             rows.append({"statistic": name, "emulated": e, "model": m, "passed": True})
             continue
@@ -134,6 +179,17 @@ def compare(
             rows.append({"statistic": name, "emulated": e, "model": m, "passed": False})
             continue
         d = mb - eb
+        if not np.isfinite(d).any():
+            rows.append(
+                {
+                    "statistic": name,
+                    "emulated": e,
+                    "model": m,
+                    "passed": False,
+                    "reason": "no resample defined on both sides",
+                }
+            )
+            continue
         lo, hi = (float(x) for x in np.nanquantile(d, [a, 1 - a]))
         margin = COUNT_REL_MARGIN * abs(e) if name == "households_per_cell" else SHARE_MARGIN
         passed = bool(lo <= margin and hi >= -margin)
@@ -146,6 +202,7 @@ def compare(
                 "difference_ci": [lo, hi],
                 "margin": margin,
                 "passed": passed,
+                "paired": shared is not None,
             }
         )
     return rows
