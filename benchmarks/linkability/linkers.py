@@ -21,6 +21,12 @@ source address and port, timing, and TLS resumption identities; never ground tru
   and joined to the connection that was issued that ticket (``issued_ticket_hashes``).
   Tickets are bound to the inner server name, so this links visits *to one site* across
   aliases; joined with an address linker it chains across sites.
+* ``same_connection``: rows of one front-door connection are one client. A browser keeps
+  its HTTP/2 connection open and coalesces visits to other sites onto it when they resolve
+  to the same front-door address and the certificate covers them (RFC 9113 sec. 9.1.1); the
+  front door serves those requests, so it knows the sites were visited by one device,
+  whatever alias the relay gave the connection. Rows come from the log's optional ``hosts``
+  (``observations.CONN_COLUMN``); without it every row is its own connection.
 * ``same_code(name)``: one cluster per value of an adversary-visible per-flow code in
   ``FlowTable.extra`` (a fingerprint); unobserved (-1) flows stay alone.
 * ``alias_epoch(epoch_s)``: (alias, family, epoch) cells, the epoch length *inferred* from
@@ -191,6 +197,15 @@ def same_code(name: str) -> Linker:
 
     link.__name__ = f"same_code_{name}"
     return link
+
+
+def same_connection(ft: FlowTable) -> np.ndarray:
+    """One cluster per front-door connection (``extra["conn"]``); rows without one, or tables
+    without the column (the model's traces), stay alone."""
+    col = ft.extra.get("conn")
+    if col is None:
+        return np.arange(len(ft), dtype=np.int64)
+    return same_code("conn")(ft)
 
 
 def _epoch_lengths(ft: FlowTable, epoch_s: float | None) -> dict[int, float | None]:
@@ -381,6 +396,7 @@ def default_linkers(
     out[f"addr-burst-{burst_gap:g}s"] = address_burst(burst_gap)
     out[f"time-burst-{time_window * 1000:g}ms"] = time_burst(time_window)
     out["resumption"] = resumption
+    out["same-conn"] = same_connection
     out["alias-epoch"] = alias_epoch()
     out["epoch-continuity-2s"] = epoch_continuity(2.0)
     out["rare-dest-2"] = rare_destination(2)
@@ -388,6 +404,7 @@ def default_linkers(
     out["addr+resumption"] = union(same_address, resumption)
     out["v4v6-pair+resumption"] = union(v4v6_pairing(60.0), resumption)
     out["v6/64+resumption"] = union(same_prefix(64), resumption)
+    out["same-conn+resumption"] = union(same_connection, resumption)
     singles = [lk for name, lk in out.items() if "+" not in name]
     out["union-all"] = union(*singles)
     return out

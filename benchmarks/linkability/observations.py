@@ -21,7 +21,18 @@ What each column of the resulting ``FlowTable`` comes from:
 * ``own_*``: ground-truth ``local_addr`` (the client's own address; model input only).
 * ``extra``: the front door's fingerprints of each connection (``syn``, ``rtt_us``,
   ``ja4``, ``tls_groups``, ``h2_settings``), coded by ``fingerprint_columns`` under the
-  names of ``fingerprints.COLUMNS``; ``-1`` where the log has no value.
+  names of ``fingerprints.COLUMNS``; ``-1`` where the log has no value. ``extra["conn"]``
+  (``CONN_COLUMN``): the front-door connection each row belongs to.
+
+Rows are (connection, host) pairs. A connection's log line may list the hosts its HTTP
+requests named (optional ``hosts``: ``[{"host", "requests", "first_ms"}]``, and
+``requests``): a browser coalesces visits to other sites onto an open HTTP/2 connection when
+the certificate covers them (RFC 9113 sec. 9.1.1), and the front door, serving those
+requests, knows they came over one connection. Each further host then becomes a row of its
+own (site = that host, ts = connection start + ``first_ms``), joined to the ground-truth
+visit with the same ``client_random`` and site, sharing the connection's address, port and
+fingerprints; presented and issued tickets stay on the connection's first row. Without
+``hosts`` (older logs, split front) a connection is one row, as before.
 
 The on-path access observer is modelled by ``access_observer_view``: it sees the subscriber's
 own address and the *outer* SNI (the public name) when ECH was accepted, the real name
@@ -42,6 +53,7 @@ from benchmarks.linkability.fingerprints import COLUMNS, rtt_bucket
 from benchmarks.linkability.flows import PREFIX_BITS, FlowTable, factorize
 
 TS_HZ = 1000  # TCP timestamp clock of the senders (Linux: 1 kHz since 4.13)
+CONN_COLUMN = "conn"  # FlowTable.extra: front-door connection code of each row
 
 
 def load_jsonl(path: str | Path) -> list[dict]:
@@ -82,6 +94,8 @@ class JoinCoverage:
     frontdoor_without_key: int
     duplicate_keys_ground_truth: int
     duplicate_keys_frontdoor: int
+    # rows added for further hosts coalesced onto a logged connection (``hosts``)
+    coalesced_host_rows: int = 0
 
     @property
     def coverage(self) -> float:
@@ -195,8 +209,10 @@ def join_records(
         duplicate_keys_frontdoor=fd_dup,
     )
     sens = set(sensitive_sites)
-    rows_fd = [fd_idx[k] for k in keys]
-    rows_gt = [gt_idx.get(k) for k in keys]
+    rows_fd, rows_gt, conn_of, host_of, first_ms = _connection_host_rows(
+        keys, fd_idx, gt_idx, ground_truth)
+    cov.coalesced_host_rows = len(rows_fd) - len(keys)
+    primary = np.r_[True, conn_of[1:] != conn_of[:-1]] if len(conn_of) else np.zeros(0, bool)
 
     def truth(i: int, *names: str) -> object:
         g = rows_gt[i]
@@ -208,7 +224,7 @@ def join_records(
                 return v
         return None
 
-    n = len(keys)
+    n = len(rows_fd)
     hh_vals = [truth(i, "household", "subscriber") for i in range(n)]
     order = list(households or [])
     known = set(order)
@@ -219,7 +235,7 @@ def join_records(
     hh_code = {h: c for c, h in enumerate(order)}
     household = np.array([hh_code[h] if h is not None else -1 for h in hh_vals], dtype=np.int64)
     device, dev_names = factorize([truth(i, "device", "local_addr") for i in range(n)])
-    sites = [rows_fd[i].get("inner_sni") or truth(i, "site") for i in range(n)]
+    sites = [host_of[i] or rows_fd[i].get("inner_sni") or truth(i, "site") for i in range(n)]
     site, site_names = factorize(sites)
     peer = [str(r.get("peer_addr", "")) for r in rows_fd]
     addr, addr_names = factorize(peer)
@@ -228,6 +244,7 @@ def join_records(
     ts = np.array(
         [
             float(r.get("ts") if r.get("ts") is not None else truth(i, "ts") or 0.0)
+            + first_ms[i] / 1000.0
             for i, r in enumerate(rows_fd)
         ],
         dtype=np.float64,
@@ -240,11 +257,17 @@ def join_records(
         return ticket_code.setdefault(str(h), len(ticket_code))
 
     psk = np.array(
-        [tcode(r["psk_id_hash"]) if r.get("psk_id_hash") else -1 for r in rows_fd], dtype=np.int64
+        [
+            tcode(r["psk_id_hash"]) if r.get("psk_id_hash") and primary[i] else -1
+            for i, r in enumerate(rows_fd)
+        ],
+        dtype=np.int64,
     )
     iss_f: list[int] = []
     iss_t: list[int] = []
     for i, r in enumerate(rows_fd):
+        if not primary[i]:
+            continue
         for h in r.get("issued_ticket_hashes") or ():
             iss_f.append(i)
             iss_t.append(tcode(h))
@@ -273,9 +296,56 @@ def join_records(
         own_addr=own_addr,
         own_prefix=own_prefix,
         own_family=own_family,
-        extra=fingerprint_columns(rows_fd),
+        extra={**fingerprint_columns(rows_fd), CONN_COLUMN: conn_of},
     )
     return ft, cov
+
+
+def _host_name(h: object) -> str:
+    return str(h).lower().rstrip(".")
+
+
+def _connection_host_rows(
+    keys: list[str],
+    fd_idx: dict[str, dict],
+    gt_idx: dict[str, dict],
+    ground_truth: Sequence[dict],
+) -> tuple[list[dict], list[dict | None], np.ndarray, list[str | None], list[float]]:
+    """Expand connections into (connection, host) rows (see module docstring).
+
+    Returns per row: the front-door record, the ground-truth visit (None if unknown), the
+    connection code, the host (None: the connection's own inner SNI) and the host's first
+    request offset in ms. The connection's own host comes first, whatever its position in
+    ``hosts``, so that a log without ``hosts`` gives exactly one row per connection.
+    """
+    by_key_site: dict[tuple[str, str], dict] = {}
+    for g in ground_truth:
+        k = g.get("client_random")
+        if k and g.get("site"):
+            by_key_site.setdefault((str(k).lower(), _host_name(g["site"])), g)
+    rows_fd: list[dict] = []
+    rows_gt: list[dict | None] = []
+    conn: list[int] = []
+    host: list[str | None] = []
+    first: list[float] = []
+    for c, k in enumerate(keys):
+        r = fd_idx[k]
+        rows_fd.append(r)
+        rows_gt.append(gt_idx.get(k))
+        conn.append(c)
+        host.append(None)
+        first.append(0.0)
+        own = _host_name(r.get("inner_sni") or (gt_idx.get(k) or {}).get("site") or "")
+        for h in r.get("hosts") or ():
+            name = _host_name(h.get("host", "")) if isinstance(h, dict) else ""
+            if not name or name == own:
+                continue
+            rows_fd.append(r)
+            rows_gt.append(by_key_site.get((k, name)))
+            conn.append(c)
+            host.append(name)
+            first.append(float(h.get("first_ms") or 0.0))
+    return rows_fd, rows_gt, np.array(conn, dtype=np.int64), host, first
 
 
 def trait_vector(ft: FlowTable, household_table: dict) -> np.ndarray:
