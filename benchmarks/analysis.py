@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import paths as path_table
 from benchmarks import sequential, stats
 from benchmarks.definitions import AnalysisSpec, BenchmarkDefinition, Measurement
 from benchmarks.registry import PATHS, MetricSpec, metric_spec
@@ -84,7 +85,7 @@ def _order(
     keys: Iterable[GroupKey], definitions: Mapping[str, BenchmarkDefinition]
 ) -> list[GroupKey]:
     """Stable, readable order independent of record order: benchmarks and measurements as
-    defined (alphabetical for unknown ones), then sweep point, registry path order, metric."""
+    defined (alphabetical for unknown ones), then sweep point, path-table order, metric."""
     path_rank = {p: i for i, p in enumerate(PATHS)}
     bench_rank = {b: i for i, b in enumerate(definitions)}
     meas_rank = {(b, m.name): i for b, d in definitions.items()
@@ -376,8 +377,9 @@ def analyse(
         if measurement is not None:
             pairs = spec.pairs_for(measurement)
         else:
-            pairs = spec.compare or tuple((spec.baseline, p) for p in PATHS
-                                          if p != spec.baseline)
+            pairs = spec.compare or tuple(
+                (base, p) for p in PATHS
+                if p != (base := path_table.baseline_for(p, spec.baseline)))
         own_pairs = bool(measurement and measurement.compare)
         for a_path, b_path in pairs:
             if a_path not in present or b_path not in present:
@@ -386,7 +388,8 @@ def analyse(
             comparisons.append(compare_pair(
                 bench, meas, metric, meta[ka]["unit"], sw, a_path, b_path,
                 by_block.get(ka, {}), by_block.get(kb, {}), spec, measurement,
-                in_verdict=own_pairs or a_path == spec.baseline,
+                in_verdict=own_pairs or a_path == path_table.baseline_for(a_path,
+                                                                          spec.baseline),
             ))
     return {
         "summaries": summaries,

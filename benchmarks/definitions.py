@@ -8,13 +8,22 @@ tool, path or profile is an error naming the key and the allowed values (exit st
 `testbed.errors.UsageError`), because a typo silently ignored would measure the wrong thing.
 
 See `definitions/latency.toml` for a commented example of the format.
+
+Families: a definition lists paths by their IPv4 names and says which address families to
+measure in `[scenario] family` ("ipv4", "ipv6" or "dual"; a profile may override it, and
+`cfrbench run --family` overrides both). Parsing expands the names to the rows of
+`benchmarks/paths.py` of those families (IPv4 paths first, then their IPv6 twins) and every
+comparison pair once per family; the raw table keeps the IPv4 names, so a stored definition
+re-parses to the same paths.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,13 +33,16 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from benchmarks.registry import BASELINE_PATH, PATHS, PROFILES, TOOLS
+from benchmarks import paths as path_table
+from benchmarks.registry import BASELINE_PATH, PROFILES, TOOLS
 from testbed.errors import UsageError
 
 DEFINITIONS_DIR = Path(__file__).resolve().parent / "definitions"
 
 ECH_MODES = ("shared", "split")
-FAMILIES = ("ipv4", "ipv6", "dual")
+FAMILIES = tuple(path_table.FAMILY_SETS)
+#: `cfrbench run --family` for the definitions loaded in this context (see family_override).
+_FAMILY_OVERRIDE: ContextVar[str | None] = ContextVar("family_override", default=None)
 PLOT_KINDS = ("cdf", "added_delay", "throughput", "sweep")
 
 _TOP_KEYS = ("benchmark", "scenario", "measurements", "analysis", "plots", "profiles", "sweep")
@@ -174,7 +186,8 @@ class AnalysisSpec:
     def pairs_for(self, measurement: Measurement) -> tuple[tuple[str, str], ...]:
         """The (A, B) pairs compared for one measurement, both paths measured by it."""
         pairs = measurement.compare or self.compare or tuple(
-            (self.baseline, p) for p in measurement.paths if p != self.baseline)
+            (base, p) for p in measurement.paths
+            if p != (base := path_table.baseline_for(p, self.baseline)))
         return tuple(pr for pr in pairs if pr[0] in measurement.paths
                      and pr[1] in measurement.paths)
 
@@ -234,6 +247,8 @@ class BenchmarkDefinition:
     sweep: Sweep | None = None
     profile: str | None = None
     source: str = ""
+    #: the address families measured (from scenario.family: IPv4 paths first, then IPv6)
+    families: tuple[int, ...] = (4,)
     #: the raw TOML table, kept so the resolved definition can be stored and re-parsed
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -273,6 +288,17 @@ class BenchmarkDefinition:
         raw.pop("profiles", None)
         resolved = parse_definition(raw, source=self.source)
         return replace(resolved, profile=name, profiles=self.profiles)
+
+    def with_family(self, family: str) -> BenchmarkDefinition:
+        """This definition measuring `family` ("ipv4", "ipv6" or "dual": `cfrbench run
+        --family`), whatever its scenario and profile said; kept in the raw table so the
+        stored definition says what ran."""
+        if family not in FAMILIES:
+            raise DefinitionError(self.source, family, "unknown address family", FAMILIES)
+        raw = copy.deepcopy(dict(self.raw))
+        raw.setdefault("scenario", {})["family"] = family
+        resolved = parse_definition(raw, source=self.source)
+        return replace(resolved, profile=self.profile, profiles=self.profiles)
 
     def to_dict(self) -> dict[str, Any]:
         """TOML-shaped dict that `parse_definition` accepts again (stored in results.json)."""
@@ -336,7 +362,9 @@ class _Checker:
         return value
 
     def paths(self, value: Any, where: str, within: Sequence[str] | None = None) -> tuple[str, ...]:
-        allowed = tuple(within) if within is not None else tuple(PATHS)
+        """A list of path names as a definition writes them: IPv4 names of the path table
+        (`[scenario] family` selects their twins), each once, within `within` if given."""
+        allowed = tuple(within) if within is not None else path_table.of_families((4,))
         if not isinstance(value, list) or not value:
             raise self.fail(where, "expected a non-empty list of paths for", allowed)
         out: list[str] = []
@@ -395,8 +423,10 @@ def _parse_options(c: _Checker, tool: str, value: Any, where: str) -> dict[str, 
 
 
 def _parse_measurement(
-    c: _Checker, value: Any, i: int, bench_paths: tuple[str, ...]
+    c: _Checker, value: Any, i: int, bench_paths: tuple[str, ...], families: tuple[int, ...]
 ) -> Measurement:
+    """One [[measurements]] table; `bench_paths` are the benchmark's paths as written (IPv4
+    names), expanded to `families` after validation."""
     where = f"measurements[{i}]"
     t = c.table(value, where)
     c.keys(t, _MEAS_KEYS, where)
@@ -418,6 +448,8 @@ def _parse_measurement(
         paths = tuple(p for p in bench_paths if p not in unsupported)
     if not paths:
         raise c.fail(f"{where}.paths", f"no path of this benchmark supports tool {tool}")
+    written = paths
+    paths = path_table.expand(paths, families)
     metrics = tuple(m.name for m in TOOLS[tool].metrics)
     report_only = t.get("report_only", False)
     if not isinstance(report_only, bool):
@@ -432,7 +464,8 @@ def _parse_measurement(
         description=c.string(t, "description", where, ""),
         look_every=c.number(t, "look_every", where, None, minimum=1, integer=True),
         report_only=report_only,
-        compare=_parse_pairs(c, t["compare"], f"{where}.compare", paths)
+        compare=path_table.expand_pairs(
+            _parse_pairs(c, t["compare"], f"{where}.compare", written), families)
         if "compare" in t else (),
         margins=_parse_margins(c, t.get("margins", {}), f"{where}.margins", metrics),
     )
@@ -473,8 +506,10 @@ def _parse_margins(c: _Checker, value: Any, where: str,
 
 
 def _parse_analysis(
-    c: _Checker, value: Any, paths: tuple[str, ...], metrics: tuple[str, ...]
+    c: _Checker, value: Any, paths: tuple[str, ...], metrics: tuple[str, ...],
+    families: tuple[int, ...] = (4,),
 ) -> AnalysisSpec:
+    """[analysis]; `paths` as written (IPv4 names); pairs expanded to `families`."""
     t = c.table(value, "analysis")
     c.keys(t, _ANALYSIS_KEYS, "analysis")
     baseline = c.string(t, "baseline", "analysis", BASELINE_PATH)
@@ -489,6 +524,7 @@ def _parse_analysis(
             compare = list(_parse_pairs(c, pairs, "analysis.compare", paths))
     else:
         compare = [(baseline, p) for p in paths if p != baseline]
+    compare = list(path_table.expand_pairs(compare, families))
     margins = _parse_margins(c, t.get("margins", {}), "analysis.margins", metrics)
     alpha = c.number(t, "alpha", "analysis", 0.05, minimum=0, exclusive=True)
     confidence = c.number(t, "confidence", "analysis", 0.95, minimum=0, exclusive=True)
@@ -659,12 +695,15 @@ def parse_definition(data: Mapping[str, Any], source: str = "<definition>") -> B
         raise c.fail("benchmark.name", "missing key")
     if stem is not None and name != stem:
         raise c.fail(f"benchmark.name={name!r}", f"name must equal the file name {stem!r}:")
-    paths = c.paths(bench.get("paths", [BASELINE_PATH]), "benchmark.paths")
+    written = c.paths(bench.get("paths", [BASELINE_PATH]), "benchmark.paths")
     scenario = _parse_scenario(c, top.get("scenario", {}))
+    families = path_table.FAMILY_SETS[scenario.family]
+    paths = path_table.expand(written, families)
     mlist = top.get("measurements")
     if not isinstance(mlist, list) or not mlist:
         raise c.fail("measurements", "expected at least one [[measurements]] table for")
-    measurements = tuple(_parse_measurement(c, m, i, paths) for i, m in enumerate(mlist))
+    measurements = tuple(_parse_measurement(c, m, i, written, families)
+                         for i, m in enumerate(mlist))
     names = [m.name for m in measurements]
     for n in names:
         if names.count(n) > 1:
@@ -673,11 +712,11 @@ def parse_definition(data: Mapping[str, Any], source: str = "<definition>") -> B
     for m in measurements:
         metrics.update(dict.fromkeys(m.metrics))
     metric_names = tuple(metrics)
-    analysis = _parse_analysis(c, top.get("analysis", {}), paths, metric_names)
+    analysis = _parse_analysis(c, top.get("analysis", {}), written, metric_names, families)
     plots = _parse_plots(c, top.get("plots", []), metric_names)
     links = tuple(scenario.link_delay_ms)
     sweep = _parse_sweep(c, top["sweep"], "sweep", links) if "sweep" in top else None
-    profiles = _parse_profiles(c, top.get("profiles", {}), names, paths, links)
+    profiles = _parse_profiles(c, top.get("profiles", {}), names, written, links)
     for prof in profiles.values():
         # Validate every profile now, not only when someone runs it: a typo in the `full`
         # profile must not wait for the one long run that uses it.
@@ -696,6 +735,7 @@ def parse_definition(data: Mapping[str, Any], source: str = "<definition>") -> B
         profiles=profiles,
         sweep=sweep,
         source=source,
+        families=families,
         raw=copy.deepcopy(dict(data)),
     )
 
@@ -719,12 +759,30 @@ def available_benchmarks(directory: str | Path = DEFINITIONS_DIR) -> list[str]:
     return sorted(p.stem for p in Path(directory).glob("*.toml"))
 
 
+@contextmanager
+def family_override(family: str | None) -> Iterator[None]:
+    """Within this block `load_benchmarks` measures `family` ("ipv4", "ipv6", "dual"; None:
+    what each definition says) unless called with `family=`: how `cfrbench run --family`
+    reaches the runner through the main job."""
+    if family is not None and family not in FAMILIES:
+        raise DefinitionError("--family", family, "unknown address family", FAMILIES)
+    token = _FAMILY_OVERRIDE.set(family)
+    try:
+        yield
+    finally:
+        _FAMILY_OVERRIDE.reset(token)
+
+
 def load_benchmarks(
-    names: Sequence[str] | None, profile: str, directory: str | Path = DEFINITIONS_DIR
+    names: Sequence[str] | None, profile: str, directory: str | Path = DEFINITIONS_DIR,
+    family: str | None = None,
 ) -> list[BenchmarkDefinition]:
-    """Definitions for `names` (all when empty/None) with `profile` applied, in the order asked.
+    """Definitions for `names` (all when empty/None) with `profile` applied, in the order asked;
+    `family` ("ipv4", "ipv6", "dual"; default: the `family_override` in effect, else each
+    definition's own) replaces the definitions' address families.
 
     Raises DefinitionError for an unknown benchmark or profile name, naming the allowed ones."""
+    family = family if family is not None else _FAMILY_OVERRIDE.get()
     if profile not in PROFILES:
         raise DefinitionError("--profile", profile, "unknown profile", PROFILES)
     available = available_benchmarks(directory)
@@ -732,7 +790,8 @@ def load_benchmarks(
     for n in wanted:
         if n not in available:
             raise DefinitionError("--benchmark", n, "unknown benchmark", available)
-    return [load_definition(Path(directory) / f"{n}.toml", profile) for n in wanted]
+    loaded = [load_definition(Path(directory) / f"{n}.toml", profile) for n in wanted]
+    return [d.with_family(family) for d in loaded] if family is not None else loaded
 
 
 def definition_from_parameters(entry: Mapping[str, Any]) -> BenchmarkDefinition:

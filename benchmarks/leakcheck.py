@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.environment import POLICY_OF_PATH, BenchEnv
+from benchmarks import paths as path_table
+from benchmarks.environment import BenchEnv
 from benchmarks.tools import https_request
 from relay.policies import CFR_POLICIES
 from testbed.addressing import AddressPlan
@@ -86,11 +87,12 @@ def subscriber_nodes(net: Network) -> list[str]:
 
 
 def path_of(policy: str) -> str:
-    """The benchmark path that runs under a relay policy (the first in the path table)."""
-    for path, path_policy in POLICY_OF_PATH.items():
-        if path_policy == policy:
-            return path
-    raise KeyError(f"no benchmark path runs under relay policy {policy!r}")
+    """The benchmark path that runs under a relay policy (the first IPv4 one of the path
+    table, benchmarks/paths.py); its IPv6 twin carries the IPv6 traffic."""
+    found = path_table.paths_of_policy(policy, family=4)
+    if not found:
+        raise KeyError(f"no benchmark path runs under relay policy {policy!r}")
+    return found[0]
 
 
 def ttl_to_relay(net: Network) -> int:
@@ -184,8 +186,8 @@ def end_subscriber_sockets(env: BenchEnv) -> int:
 def _traffic(env: BenchEnv, path: str) -> None:
     """Every kind of traffic the module doc lists, over IPv4 and IPv6."""
     node = env.net[env.net.roles.client]
-    for family in (4, 6):
-        https_request(env, path, {"family": f"ipv{family}"})
+    for family in path_table.FAMILIES:
+        https_request(env, path_table.twin(path, family), {})
         src, dst = env.client_source(family), env.front_door(family)
         node.run(["ping", f"-{family}", "-n", "-c2", "-i", "0.2", "-I", src, dst], check=False)
         node.run(_udp_and_close(src, dst, CLOSED_PORT), check=False)

@@ -16,16 +16,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.registry import PATHS, UNITS  # noqa: E402
+from benchmarks import paths as path_table  # noqa: E402
+from benchmarks.registry import UNITS  # noqa: E402
 
-PATH_COLOURS = {
-    "direct": "#4d4d4d",
-    "cfr-flow": "#1b9e77",
-    "cfr-epoch": "#66a61e",
-    "cgn": "#7570b3",
-    "proxy": "#d95f02",
-    "proxy-chain": "#e7298a",
-}
+#: Path -> colour, from the path table (benchmarks/paths.py): one colour per path everywhere.
+PATH_COLOURS = {p.name: p.colour for p in path_table.PATH_TABLE}
 DPI = 110
 
 
@@ -33,8 +28,14 @@ def _colour(path: str) -> str:
     return PATH_COLOURS.get(path, "#999999")
 
 
+def _label(path: str) -> str:
+    """The path's label from the table, with its name (what the report's tables show)."""
+    row = path_table.PATHS.get(path)
+    return f"{row.label} ({path})" if row is not None and row.label != path else path
+
+
 def _path_order(paths: Sequence[str]) -> list[str]:
-    rank = {p: i for i, p in enumerate(PATHS)}
+    rank = {p: i for i, p in enumerate(path_table.NAMES)}
     return sorted(set(paths), key=lambda p: rank.get(p, 99))
 
 
@@ -61,7 +62,7 @@ def cdf_plot(
     for p in paths:
         x = np.sort(np.asarray(samples[p], dtype=float))
         y = np.arange(1, x.size + 1) / x.size
-        ax.step(x, y, where="post", label=f"{p} (n={x.size})", color=_colour(p), lw=1.6)
+        ax.step(x, y, where="post", label=f"{_label(p)} (n={x.size})", color=_colour(p), lw=1.6)
     ax.set_xlabel(f"{metric} [{unit}]")
     ax.set_ylabel("fraction of samples ≤ x")
     ax.set_ylim(0, 1.02)
@@ -93,7 +94,7 @@ def _delay_panel(ax: Any, cs: Sequence[Mapping[str, Any]], metric: str, zoom: bo
         mark = _VERDICT_MARK.get(by_path[p]["verdict"], "?")
         ax.annotate(mark, (x, 1.0), xycoords=("data", "axes fraction"), xytext=(0, -12),
                     textcoords="offset points", ha="center", fontsize=10)
-    ax.set_xticks(xs, order, rotation=35, ha="right", fontsize=8)
+    ax.set_xticks(xs, [_label(p) for p in order], rotation=35, ha="right", fontsize=8)
     label = "zoom: on-path" if zoom else metric
     ax.set_title(f"{label}\n(shaded: ±margin {margin:.3g} ms)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
@@ -168,7 +169,7 @@ def throughput_plot(
             vals.append(s["median"])
             lo.append(s["median"] - ci["low"] if ci["low"] is not None else 0.0)
             hi.append(ci["high"] - s["median"] if ci["high"] is not None else 0.0)
-        ax.bar(xs, vals, width=width * 0.95, color=_colour(p), label=p, yerr=[lo, hi],
+        ax.bar(xs, vals, width=width * 0.95, color=_colour(p), label=_label(p), yerr=[lo, hi],
                capsize=3, ecolor="black")
     unit = rows[0]["unit"]
     top = max(s["ci"]["high"] if s["ci"]["high"] is not None else s["median"] for s in rows)
@@ -198,7 +199,7 @@ def sweep_plot(
                        else c["difference"]["ci"]["low"] for c in pts])
         hi = np.array([np.nan if c["difference"]["ci"]["high"] is None
                        else c["difference"]["ci"]["high"] for c in pts])
-        ax.plot(x, y, marker="o", color=_colour(p), label=p)
+        ax.plot(x, y, marker="o", color=_colour(p), label=_label(p))
         ax.fill_between(x, lo, hi, color=_colour(p), alpha=0.2, lw=0)
     ax.axhline(0, color="black", lw=0.8)
     unit = cs[0]["unit"]

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from benchmarks.registry import METRICS, PATHS, UNITS
+from benchmarks.paths import PATHS
+from benchmarks.registry import METRICS, UNITS
 from benchmarks.schedule import ScheduleItem
 from testbed.errors import UsageError
 

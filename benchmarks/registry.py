@@ -1,15 +1,20 @@
-"""The fixed vocabulary of the benchmark suite: paths, tools, the metrics each tool yields,
-their units and which direction is better.
+"""The fixed vocabulary of the benchmark suite: tools, the metrics each tool yields, their
+units and which direction is better; the paths are re-exported from their one table,
+`benchmarks/paths.py`.
 
 One table, shared by the definition loader (to reject typos), the analysis (to decide which
 test a metric gets) and the regression gate (to know whether bigger is worse). Adding a tool
 means adding it here and teaching the runner to drive it; nothing else hard-codes these names.
+Which paths a tool cannot run over is a property of the path (`BenchPath.cannot_carry`):
+`ToolSpec.unsupported_paths` is derived from that table.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
+
+from benchmarks import paths as _paths
 
 Better = Literal["lower", "higher"]
 #: Metric classes. `latency` metrics get the TOST equivalence test ("no added delay"); the others
@@ -17,17 +22,12 @@ Better = Literal["lower", "higher"]
 #: because a ratio of near-zero loss rates is meaningless.
 Kind = Literal["latency", "throughput", "loss", "jitter", "cpu", "rate"]
 
-#: The path every other path is compared with: plain routing, no relay.
-BASELINE_PATH = "direct"
+#: The path every other path is compared with: plain routing, no relay (its IPv4 name; an
+#: IPv6 path's baseline is its twin, benchmarks.paths.baseline_for).
+BASELINE_PATH = _paths.BASELINE
 
-PATHS: dict[str, str] = {
-    "direct": "plain routing on the access path (route policy), no relay",
-    "cfr-flow": "Customer-Facing Relay, alias chosen per flow",
-    "cfr-epoch": "Customer-Facing Relay, alias stable within a privacy epoch",
-    "cgn": "carrier-grade NAT44 with paired pooling (RFC 4787/6888), the draft's baseline",
-    "proxy": "single off-path HTTP CONNECT forward proxy reached via a detour",
-    "proxy-chain": "two chained off-path CONNECT proxies",
-}
+#: Path name -> description, in table order (re-exported from benchmarks/paths.py).
+PATHS: dict[str, str] = {p.name: p.description for p in _paths.PATH_TABLE}
 
 UNITS: dict[str, str] = {
     "ms": "milliseconds",
@@ -70,7 +70,8 @@ class ToolSpec:
     description: str
     metrics: tuple[MetricSpec, ...]
     options: dict[str, OptionSpec] = field(default_factory=dict)
-    #: Paths the tool cannot run over (e.g. ICMP or UDP through a CONNECT proxy).
+    #: Paths the tool cannot run over (e.g. ICMP or UDP through a CONNECT proxy); filled in
+    #: from the path table (benchmarks.paths, `cannot_carry`).
     unsupported_paths: tuple[str, ...] = ()
 
 
@@ -78,7 +79,6 @@ def _ms(name: str, description: str, kind: Kind = "latency") -> MetricSpec:
     return MetricSpec(name, "ms", kind, "lower", description)
 
 
-_FAMILY = OptionSpec(str, "address family", choices=("ipv4", "ipv6"))
 _ECH = OptionSpec(bool, "offer Encrypted Client Hello (true) or a plain ClientHello")
 _DURATION = OptionSpec(float, "seconds per sample", minimum=0.1)
 _STREAMS = OptionSpec(int, "parallel streams", minimum=1)
@@ -87,7 +87,6 @@ _STREAMS = OptionSpec(int, "parallel streams", minimum=1)
 #: rate in every run. The proxies' own sockets keep the default (see provenance).
 _CONGESTION = OptionSpec(str, "TCP congestion control of iperf3's sockets (default cubic)",
                          choices=("cubic", "reno", "bbr"))
-_PROXY_PATHS = ("proxy", "proxy-chain")
 
 TOOLS: dict[str, ToolSpec] = {
     t.name: t
@@ -96,20 +95,19 @@ TOOLS: dict[str, ToolSpec] = {
             "tcp_connect",
             "TCP three-way handshake to the front door, client side",
             (_ms("connect_time", "SYN sent to connect() returned"),),
-            {"family": _FAMILY, "port": OptionSpec(int, "destination port", minimum=1)},
+            {"port": OptionSpec(int, "destination port", minimum=1)},
         ),
         ToolSpec(
             "tls_handshake",
             "TCP connect plus TLS 1.3 handshake (ECH) with the front door",
             (_ms("handshake_time", "SYN sent to TLS handshake complete"),),
-            {"family": _FAMILY, "ech": _ECH, "resume": OptionSpec(bool, "session resumption")},
+            {"ech": _ECH, "resume": OptionSpec(bool, "session resumption")},
         ),
         ToolSpec(
             "ttfb",
             "one HTTPS GET over a new connection: time to first response byte",
             (_ms("ttfb", "SYN sent to first response body byte"),),
             {
-                "family": _FAMILY,
                 "ech": _ECH,
                 "size_bytes": OptionSpec(int, "response body size", minimum=0),
             },
@@ -123,7 +121,6 @@ TOOLS: dict[str, ToolSpec] = {
                 _ms("ttfb", "SYN sent to first response body byte"),
             ),
             {
-                "family": _FAMILY,
                 "ech": _ECH,
                 "size_bytes": OptionSpec(int, "response body size", minimum=0),
                 "connections_per_sample": OptionSpec(
@@ -136,7 +133,6 @@ TOOLS: dict[str, ToolSpec] = {
             "a page: one document then N objects over a few connections",
             (_ms("page_load_time", "first SYN to last object byte"),),
             {
-                "family": _FAMILY,
                 "ech": _ECH,
                 "objects": OptionSpec(int, "objects after the document", minimum=0),
                 "object_size_bytes": OptionSpec(int, "size of each object", minimum=0),
@@ -148,18 +144,15 @@ TOOLS: dict[str, ToolSpec] = {
             "ICMP echo round-trip time to the front door",
             (_ms("rtt", "echo request to echo reply"),),
             {
-                "family": _FAMILY,
                 "size_bytes": OptionSpec(int, "payload size", minimum=0),
                 "interval_ms": OptionSpec(float, "gap between echoes", minimum=1),
             },
-            unsupported_paths=_PROXY_PATHS,
         ),
         ToolSpec(
             "iperf3_tcp",
             "iperf3 TCP bulk transfer",
             (MetricSpec("throughput", "Mbit/s", "throughput", "higher", "receiver goodput"),),
             {
-                "family": _FAMILY,
                 "streams": _STREAMS,
                 "duration_s": _DURATION,
                 "reverse": OptionSpec(bool, "server sends (download)"),
@@ -175,13 +168,11 @@ TOOLS: dict[str, ToolSpec] = {
                 _ms("jitter", "RFC 3550 interarrival jitter", kind="jitter"),
             ),
             {
-                "family": _FAMILY,
                 "rate_mbit": OptionSpec(float, "offered rate", minimum=0.001),
                 "size_bytes": OptionSpec(int, "datagram payload", minimum=16),
                 "streams": _STREAMS,
                 "duration_s": _DURATION,
             },
-            unsupported_paths=_PROXY_PATHS,
         ),
         ToolSpec(
             "relay_cpu",
@@ -194,7 +185,6 @@ TOOLS: dict[str, ToolSpec] = {
                 ),
             ),
             {
-                "family": _FAMILY,
                 "streams": _STREAMS,
                 "duration_s": _DURATION,
                 "rate_mbit": OptionSpec(float, "offered rate (0: unlimited)", minimum=0),
@@ -217,7 +207,6 @@ TOOLS: dict[str, ToolSpec] = {
                 "rate_mbit": OptionSpec(float, "pace the load (iperf3 -b); 0 = line rate",
                                         minimum=0),
             },
-            unsupported_paths=_PROXY_PATHS,
         ),
         ToolSpec(
             "conn_rate",
@@ -227,7 +216,6 @@ TOOLS: dict[str, ToolSpec] = {
                 MetricSpec("conn_fail", "percent", "loss", "lower", "failed connection attempts"),
             ),
             {
-                "family": _FAMILY,
                 "duration_s": _DURATION,
                 "concurrency": OptionSpec(int, "parallel clients", minimum=1),
                 "tls": OptionSpec(bool, "complete a TLS handshake (true) or TCP only"),
@@ -235,6 +223,8 @@ TOOLS: dict[str, ToolSpec] = {
         ),
     )
 }
+TOOLS = {name: replace(t, unsupported_paths=_paths.not_carrying(name))
+         for name, t in TOOLS.items()}
 
 #: Every metric name -> spec. Metric names are unique across tools except where two tools
 #: measure the same quantity (throughput), which then has the same unit and direction.

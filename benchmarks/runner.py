@@ -26,10 +26,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from benchmarks import paths as path_table
 from benchmarks.analysis import Blocks, decide
 from benchmarks.calgate import after_measurements, calibration_gate
 from benchmarks.definitions import BenchmarkDefinition, available_benchmarks, load_benchmarks
-from benchmarks.environment import POLICY_OF_PATH, BenchEnv
+from benchmarks.environment import BenchEnv
 from benchmarks.leakcheck import run_leak_check
 from benchmarks.records import RecordWriter, make_record
 from benchmarks.registry import TOOLS as TOOL_SPECS
@@ -129,9 +130,13 @@ LOG_PROGRESS_EVERY_S = 30.0
 
 
 def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, run_dir: Path,
-                   registry: RunRegistry, console: Console, seed: int = 0) -> RunOutcome:
+                   registry: RunRegistry, console: Console, seed: int = 0,
+                   family: str | None = None) -> RunOutcome:
+    """Run the benchmarks; `family` ("ipv4", "ipv6", "dual": `cfrbench run --family`)
+    replaces the definitions' address families (default: the override in effect, else each
+    definition's own, see benchmarks.definitions.load_benchmarks)."""
     definitions = load_benchmarks(list(names) if names else default_benchmarks(profile),
-                                  profile)
+                                  profile, family=family)
     groups = group_by_network(base, definitions, seed)
     definitions_by_name = {d.name: d for d in definitions}
     total = sum(len(s.schedule) for g in groups for s in g.steps)
@@ -184,9 +189,9 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
 def aliasing_policies(paths: Sequence[str]) -> list[str]:
     """The CFR policies (relay.policies.CFR_POLICIES) the measured paths put on the relay:
     the leak check runs under each. Path and policy names are different things (a path is
-    how the client is reached, a policy what the relay does); POLICY_OF_PATH maps one to
-    the other."""
-    used = {POLICY_OF_PATH[p] for p in paths}
+    how the client is reached, a policy what the relay does); the path table
+    (benchmarks/paths.py) maps one to the other."""
+    used = {path_table.policy_of(p) for p in paths}
     return [policy for policy in CFR_POLICIES if policy in used]
 
 

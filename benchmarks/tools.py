@@ -12,19 +12,24 @@ Throughput has two regimes (see definitions/throughput.toml): the subscriber rat
 shaped access line (iperf3_tcp; every sample also records what the delay lines dropped, so
 a rate set by the emulator rather than by the emulated link is visible), and the relay
 node's own forwarding cost (forwarding_cost, benchmarks/forwarding_cost.py).
+
+The address family of every sample is its path's (`benchmarks/paths.py`): an IPv6 path's
+client binds its IPv6 source and targets the front door's (or the transit sink's) IPv6
+address; no tool names a path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from benchmarks import forwarding_cost as fwd
+from benchmarks import paths as path_table
 from benchmarks.environment import (
     IPERF_PORT,
     TRANSIT_IPERF_PORT,
@@ -34,6 +39,7 @@ from benchmarks.environment import (
 from testbed.calibration import EMULATOR_DROP_COUNTERS
 from testbed.services.ech import LoadResult
 from testbed.services.ech import read_jsonl as _read_jsonl
+from testbed.waiting import WaitTimeout, wait_until
 
 Values = dict[str, float | None]
 Result = tuple[Values, dict[str, Any]]
@@ -77,15 +83,16 @@ def _run_load(env: BenchEnv, *, timeout: float, **kwargs: Any) -> LoadResult:
     return LoadResult(records, {}, proc.returncode, proc.stderr, argv)
 
 
-def _family(options: Mapping[str, Any]) -> int:
-    return 6 if options.get("family") == "ipv6" else 4
+def _family(path: str) -> int:
+    """The address family a sample over `path` uses: the path's (benchmarks.paths)."""
+    return path_table.family_of(path)
 
 
 def _echd_records(env: BenchEnv, bench_path: str, options: Mapping[str, Any], count: int = 1,
                   **kwargs) -> list[dict]:
     """`count` sequential `echd load` connections over `bench_path` in one invocation; their
     ground-truth records (raises on any failed one: a sample is all or nothing)."""
-    family = _family(options)
+    family = _family(bench_path)
     result = _run_load(
         env, sites=[env.sites[0]], count=count, source=env.client_source(family),
         family=family, proxies=env.proxy_endpoints(bench_path),
@@ -184,7 +191,7 @@ _RTT = re.compile(r"time=([0-9.]+) ms")
 
 
 def icmp_rtt(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
-    family = _family(options)
+    family = _family(path)
     size = int(options.get("size_bytes", 56))
     proc = env.net[env.net.roles.client].run(
         _pinned(["ping", f"-{family}", "-n", "-c1", "-W2", "-s", str(size),
@@ -205,15 +212,20 @@ IPERF_BUSY_WAIT_S = 15.0
 def _iperf(env: BenchEnv, path: str, argv: list[str], duration: float) -> dict:
     """One iperf3 test; the JSON report gains `cpu_seconds`, the machine's CPU time during
     the attempt that ran (not during waits for a busy server)."""
-    deadline = time.monotonic() + IPERF_BUSY_WAIT_S
-    while True:
+    last: dict = {}
+
+    def attempt() -> bool:
+        """One iperf3 run; True unless the server refused it as busy."""
         cpu0 = env.cpu_seconds()
-        data = _iperf_once(env, path, argv, duration)
-        data["cpu_seconds"] = env.cpu_seconds() - cpu0
-        busy = "busy" in str(data.get("error", ""))
-        if not busy or time.monotonic() >= deadline:
-            break
-        time.sleep(0.25)
+        last.clear()
+        last.update(_iperf_once(env, path, argv, duration))
+        last["cpu_seconds"] = env.cpu_seconds() - cpu0
+        return "busy" not in str(last.get("error", ""))
+
+    # Still busy at the deadline: the last attempt's "busy" error is raised below.
+    with contextlib.suppress(WaitTimeout):
+        wait_until(attempt, IPERF_BUSY_WAIT_S, 0.25, "the iperf3 server to be free")
+    data = last
     if "error" in data:
         raise RuntimeError(data["error"])
     return data
@@ -221,9 +233,11 @@ def _iperf(env: BenchEnv, path: str, argv: list[str], duration: float) -> dict:
 
 def _iperf_once(env: BenchEnv, path: str, argv: list[str], duration: float) -> dict:
     fwd = socat_forwarder(env, path, FORWARD_PORT)
+    family = _family(path)
     try:
         target = ["-c", "127.0.0.1", "-p", str(FORWARD_PORT)] if fwd else \
-                 ["-c", env.front_door(4), "-p", str(IPERF_PORT), "-B", env.client_source(4)]
+                 ["-c", env.front_door(family), "-p", str(IPERF_PORT),
+                  "-B", env.client_source(family)]
         proc = env.net[env.net.roles.client].run(
             _pinned(["iperf3", *target, "-J", "-O", "1", *argv]), check=False,
             timeout=duration + 30)
@@ -331,11 +345,11 @@ def forwarding_cost(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Res
     load from the subscriber to a sink on the transit router (relay crossed, no delay line
     crossed); see benchmarks/forwarding_cost.py for why and how."""
     metrics = ("forwarding_cost",)
-    if path in ("proxy", "proxy-chain"):
+    if not path_table.carries(path, "forwarding_cost"):
         return _failed(metrics, RuntimeError(f"path {path} does not cross the relay"))
     problems: list[str] = []
     for _ in range(FORWARDING_ATTEMPTS):
-        values, extra = _forwarding_cost_once(env, options)
+        values, extra = _forwarding_cost_once(env, options, _family(path))
         problem = extra.pop("capture_problem", None)
         if problem is None:
             break
@@ -348,7 +362,7 @@ def forwarding_cost(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Res
     return values, extra
 
 
-def _forwarding_cost_once(env: BenchEnv, options: Mapping[str, Any]) -> Result:
+def _forwarding_cost_once(env: BenchEnv, options: Mapping[str, Any], family: int = 4) -> Result:
     """One capture; a capture failure (not a relay failure) is returned as
     extra["capture_problem"] with null values, for `forwarding_cost` to retry."""
     metrics = ("forwarding_cost",)
@@ -360,10 +374,10 @@ def _forwarding_cost_once(env: BenchEnv, options: Mapping[str, Any]) -> Result:
         # full 1 Gbit/s (~250,000 events/s) it starved and lost events in 2 of 72 samples
         # three times running on a quiet machine.
         argv += ["-b", f"{rate:g}M"]
-    target = env.transit_target()
+    target = env.transit_target(family)
     load = env.net[env.net.roles.client].command(
         _pinned(["iperf3", "-c", target, "-p", str(TRANSIT_IPERF_PORT),
-                 "-B", env.client_source(4), "-J", *argv]))
+                 "-B", env.client_source(family), "-J", *argv]))
     ingress, egress = env.relay_interfaces()
     try:
         proc, packets = fwd.capture(load, ingress, egress, env.workdir / "forwarding",
@@ -393,7 +407,7 @@ def _forwarding_cost_once(env: BenchEnv, options: Mapping[str, Any]) -> Result:
 def conn_rate(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Result:
     """Closed loop: `concurrency` workers open TLS connections back to back (about
     4 x duration_s each); the rate is the steady state, see `closed_loop_rate`."""
-    family = _family(options)
+    family = _family(path)
     concurrency = int(options.get("concurrency", 8))
     per_worker = max(3, int(float(options.get("duration_s", 3.0)) * 4))
     res = env.load_generator().run(

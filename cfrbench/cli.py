@@ -13,8 +13,10 @@ is for comes from the topology's roles (`net.roles`, or a detached network's run
 never from its name.
 
 `--policy` (the relay policy the edge runs) is offered by `up` only: `run` measures each
-path under the relay policy the path table gives it (`benchmarks.environment.POLICY_OF_PATH`),
-and `cli` brings up the bare network, so there it would be parsed and have no effect.
+path under the relay policy the path table gives it (`benchmarks/paths.py`), and `cli`
+brings up the bare network, so there it would be parsed and have no effect. `run --family
+4|6|both` chooses the address families measured (default: each definition's, IPv4 in the
+quick profile, both in full).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from benchmarks.paths import FAMILY_OPTIONS
 from testbed import lifecycle, paths
 from testbed.errors import CfrbenchError, EnvironmentProblem, RunStateError, UsageError
 from testbed.scenario import (
@@ -180,16 +183,17 @@ def _print_network(net, console) -> None:
 def _start_services(net, scenario: Scenario, console, interactive: bool):
     """DNS, the ECH front door (and origin), the proxies and the relay with the scenario's
     policy (`cfr run`: epochs rotate, mapping log written), as a user of `up` expects."""
-    from benchmarks.environment import POLICY_OF_PATH, BenchEnv
+    from benchmarks.environment import BenchEnv
+    from benchmarks.paths import NAMES
 
     env = BenchEnv(net, net.registry.make_tmpdir("services"), ech_mode=scenario.ech_mode)
-    env.start(list(POLICY_OF_PATH))
+    env.start(list(NAMES))
     env.relay.start_daemon(scenario.policy)
     services = {"dns": env.dns.address, "ca": str(env.ca_file),
                 "front_door": [env.front_door(4), env.front_door(6)],
                 "ech_mode": scenario.ech_mode, "relay_policy": scenario.policy,
                 "relay_config": str(env.relay.config_path(scenario.policy)),
-                "proxies": {k: v.endpoint for k, v in env.proxies.items()}}
+                "proxies": dict(env.proxy_entries)}
     net.registry.set_info(services=services)
     if interactive:
         console.print(f"services: DNS {services['dns']}, ECH front door "
@@ -406,9 +410,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         link = replace(link, households=args.households)
     if args.workload_duration is not None:
         link = replace(link, duration_s=args.workload_duration)
+    from benchmarks.definitions import family_override
+
+    family = FAMILY_OPTIONS[args.family] if args.family is not None else None
     require_root()
-    return run_main_job(scenario, profile=args.profile, benchmarks=args.benchmarks,
-                        out_dir=args.out, linkability=link)
+    # The override reaches the runner's load_benchmarks through the main job (a context
+    # variable: run_main_job takes no family parameter yet).
+    with family_override(family):
+        return run_main_job(scenario, profile=args.profile, benchmarks=args.benchmarks,
+                            out_dir=args.out, linkability=link)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -489,6 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_scenario_options(p)
     p.add_argument("benchmarks", nargs="*", metavar="BENCHMARK")
     p.add_argument("--profile", default="quick")
+    p.add_argument("--family", choices=tuple(FAMILY_OPTIONS),
+                   help="address families the benchmarks measure: every path's IPv4 or IPv6 "
+                        "twin, or both (default: the definitions', IPv4 in quick and tiny, "
+                        "both in full)")
     p.add_argument("--out", metavar="DIR", help="results directory (default results/<run-id>)")
     g = p.add_argument_group("linkability (benchmark 'linkability')")
     g.add_argument("--households", type=int,

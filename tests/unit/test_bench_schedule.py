@@ -67,4 +67,4 @@ def test_plan_sweeps_outermost_and_seeds_per_measurement() -> None:
     assert steps[0].schedule != steps[n].schedule  # other sweep point, other order
     hs = steps[0]
     assert hs.measurement.name == "connection"
-    assert len(hs.schedule) == (hs.measurement.repetitions + hs.measurement.warmup) * 6
+    assert len(hs.schedule) == (hs.measurement.repetitions + hs.measurement.warmup) * 12  # dual

@@ -185,7 +185,7 @@ def test_forwarding_cost_retries_only_capture_failures(monkeypatch) -> None:
                 ({"forwarding_cost": 5000.0}, {"traced_over_sent": 0.99})]
     calls: list[int] = []
 
-    def once(env, options):
+    def once(env, options, family=4):
         calls.append(1)
         values, extra = outcomes[len(calls) - 1]
         return dict(values), dict(extra)
