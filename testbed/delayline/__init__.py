@@ -40,7 +40,7 @@ sleeping in ppoll(2) with a 1 ns timer slack. While lightly loaded it runs SCHED
 wakes a little early to busy-poll the last microseconds ("precise" mode); when its thread is
 busy more than half the time it drops to SCHED_OTHER (nice -5) without busy-polling
 ("throughput" mode), because a busy real-time thread starves ksoftirqd and gets throttled.
-Calibration on 2 shared vCPUs: see bench.py and the figures in the stats file.
+Calibration on 2 shared vCPUs: see labs/delayline_lab.py and the figures in the stats file.
 
 How it moves frames: received through a PACKET_RX_RING (TPACKET_V2, 8192 slots per
 interface: no system call per frame while frames keep coming; ``--rx-ring=false`` or a failed
@@ -54,7 +54,7 @@ the round trip, ~1700 full frames at 1 Gbit/s and 20 ms) is the only place that 
 With a rate, the forwarder's own backlog may grow to 100 ms of frames at that rate before it
 drops (``dropped_overload``), so a CPU stall of the shared machine makes frames late (see
 ``late_*``) instead of lost. Measured on 2 vCPUs shared with other work (load 6-10;
-``python -m testbed.delayline.bench --variants shaped``): 1 Gbit/s with 10 ms each way and a
+``python -m labs.delayline_lab --variants shaped``): 1 Gbit/s with 10 ms each way and a
 BDP queue carried TCP at 0.78-0.92 Gbit/s (iperf3 goodput, whose ceiling is 0.957 Gbit/s with
 1514-byte frames) with no emulator drop, where a frame-at-a-time receive and send dropped
 20,000-60,000 frames in 10 s. TCP through a delay line is CPU-bound on such a machine: the

@@ -5,7 +5,7 @@ removes them, with the delay-line process, in teardown. Under CI=true a missing 
 is a failure, not a skip: CI must exercise the mechanism every result depends on.
 
 The RTT tolerance here (median within 0.5 ms of 2 x 10 ms) is looser than the calibration
-target (0.3 ms median, 2 ms p99; see testbed/delayline/bench.py) to survive noisy CI hosts.
+target (0.3 ms median, 2 ms p99; see labs/delayline_lab.py) to survive noisy CI hosts.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from labs.delayline_lab import V4_A, V4_B, V6_B, delay_net, nsexec
 from testbed.delayline import DirectionSpec
-from testbed.delayline.bench import V4_A, V4_B, V6_B, current_binary, delay_net, nsexec
+from testbed.delayline.build import current_binary
 from testbed.waiting import wait_until
 
 pytestmark = pytest.mark.integration

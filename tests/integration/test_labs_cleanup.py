@@ -39,6 +39,10 @@ LABS = {
     # loopback only: BIND and the ECH front door running, in a recorded temp dir
     "ech": Lab(("labs.ech_lab", "--blocks", "2", "--count", "50", "--latency-count", "10",
                 "--duration", "1"), 0, 2, 1),
+    # one A <-> delay line <-> B set-up (3 namespaces, the delay line, its stats dir),
+    # killed while it pings
+    "delayline": Lab(("labs.delayline_lab", "--variants", "shaped", "--pings", "3000",
+                      "--no-iperf"), 3, 1, 1),
     # the first default-topology network of the up/down timing
     "testbed": Lab(("labs.testbed_lab", "--repeat", "1", "--scale", "2"), 5, 0, 1),
 }

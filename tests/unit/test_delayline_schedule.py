@@ -16,7 +16,7 @@ import pytest
 
 from testbed import paths
 from testbed.delayline import DirectionSpec, Scheduled, command, simulate
-from testbed.delayline.bench import current_binary, go_env, go_toolchain
+from testbed.delayline.build import current_binary, go_env, go_toolchain
 from testbed.errors import ParameterError
 
 IN_CI = os.environ.get("CI") == "true"
