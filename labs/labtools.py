@@ -17,8 +17,9 @@ udpflood  one datagram to each of many ports: many tracked flows (memory bench)
 Every command prints one JSON document on stdout.
 
 About 550 lines on purpose: it is the one program the labs and the relay's integration tests
-exec in every namespace, stdlib only (sockets), so each command stays a small function here
-rather than a module of its own.
+exec in every namespace, stdlib only (sockets) but for the project's one wait helper
+(`testbed.waiting`, itself stdlib only), so each command stays a small function here rather
+than a module of its own.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ import sys
 import threading
 import time
 from typing import Any
+
+from testbed.waiting import WaitTimeout, wait_until
 
 TCP_ECHO, TCP_SINK, UDP_PORT, CLOSED_PORT = 7001, 7002, 7003, 7009
 IP_RECVERR, IPV6_RECVERR = 11, 25
@@ -194,9 +197,10 @@ def cmd_many(a: argparse.Namespace) -> None:
             s.close()
             failed += 1
     print(json.dumps({"ok": ok, "failed": failed, "peers": peers}), flush=True)
-    end = time.monotonic() + a.hold
-    while time.monotonic() < end and not (a.stop_file and os.path.exists(a.stop_file)):
-        time.sleep(0.05)
+    # Hold for --hold seconds, or less if the controller creates --stop-file.
+    with contextlib.suppress(WaitTimeout):
+        wait_until(lambda: bool(a.stop_file) and os.path.exists(a.stop_file), a.hold, 0.05,
+                   "the stop file")
     alive = 0
     for s in socks:
         try:
@@ -283,28 +287,34 @@ def cmd_hold(a: argparse.Namespace) -> None:
 
 
 def _errqueue(s: socket.socket, timeout: float = 3.0) -> dict[str, Any] | None:
-    """First extended error on the socket: origin, ICMP type/code, info (MTU), offender."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            _d, anc, _f, _addr = s.recvmsg(2048, 1024, MSG_ERRQUEUE | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            time.sleep(0.02)
+    """First extended error on the socket: origin, ICMP type/code, info (MTU), offender;
+    None if none arrives within `timeout` seconds."""
+    try:
+        return wait_until(lambda: _read_errqueue(s), timeout, 0.02, "an ICMP error")
+    except WaitTimeout:
+        return None
+
+
+def _read_errqueue(s: socket.socket) -> dict[str, Any] | None:
+    """One non-blocking read of the socket's error queue, parsed; None if it is empty."""
+    try:
+        _d, anc, _f, _addr = s.recvmsg(2048, 1024, MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+    for _lvl, _typ, data in anc:
+        if len(data) < 16:
             continue
-        for _lvl, _typ, data in anc:
-            if len(data) < 16:
-                continue
-            ee_errno, origin, etype, code, _pad, info, _data = struct.unpack_from("=IBBBBII", data)
-            off = data[16:]
-            offender = None
-            if len(off) >= 8:
-                fam = struct.unpack_from("=H", off)[0]
-                if fam == socket.AF_INET:
-                    offender = socket.inet_ntop(socket.AF_INET, off[4:8])
-                elif fam == socket.AF_INET6 and len(off) >= 24:
-                    offender = socket.inet_ntop(socket.AF_INET6, off[8:24])
-            return {"errno": ee_errno, "origin": origin, "type": etype, "code": code,
-                    "info": info, "offender": offender}
+        ee_errno, origin, etype, code, _pad, info, _data = struct.unpack_from("=IBBBBII", data)
+        off = data[16:]
+        offender = None
+        if len(off) >= 8:
+            fam = struct.unpack_from("=H", off)[0]
+            if fam == socket.AF_INET:
+                offender = socket.inet_ntop(socket.AF_INET, off[4:8])
+            elif fam == socket.AF_INET6 and len(off) >= 24:
+                offender = socket.inet_ntop(socket.AF_INET6, off[8:24])
+        return {"errno": ee_errno, "origin": origin, "type": etype, "code": code,
+                "info": info, "offender": offender}
     return None
 
 

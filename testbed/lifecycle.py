@@ -22,6 +22,7 @@ from pathlib import Path
 
 from testbed import paths
 from testbed.errors import RunStateError
+from testbed.waiting import WaitTimeout, wait_until
 
 PREFIX_BYTES = 2  # "cb" + 4 hex digits: short enough for interface names (IFNAMSIZ 15)
 
@@ -261,13 +262,17 @@ def delete_netns(netns: str) -> list[str]:
     """Kill every process inside a namespace, then delete it. Absent namespaces are fine."""
     if netns not in _existing_netns():
         return []
-    for _ in range(50):
+
+    def emptied() -> bool:
+        """Kill what is left inside; true once nothing is (killed processes take a moment)."""
         pids = netns_pids(netns)
-        if not pids:
-            break
         for pid in pids:
             _kill_pid(pid, None)
-        time.sleep(0.02)
+        return not pids
+
+    # Up to a second; then `ip netns del` anyway: the namespace goes when its last process does.
+    with contextlib.suppress(WaitTimeout):
+        wait_until(emptied, 1.0, 0.02, f"the processes in namespace {netns} to exit")
     out = subprocess.run(["ip", "netns", "del", netns], capture_output=True, text=True)
     if out.returncode != 0 and netns in _existing_netns():
         return [f"could not delete namespace {netns}: {out.stderr.strip()}"]
@@ -312,10 +317,10 @@ def clean(prefixes: list[str] | None = None, *,
             continue
         if run.controller_alive():
             _kill_pid(run.controller_pid, run.controller_starttime, signal.SIGTERM)
-            for _ in range(50):
-                if not run.controller_alive():
-                    break
-                time.sleep(0.1)
+            # Five seconds for its own teardown, then SIGKILL and remove what it recorded.
+            with contextlib.suppress(WaitTimeout):
+                wait_until(lambda run=run: not run.controller_alive(), 5.0, 0.1,
+                           f"run {run.prefix}'s controller to stop on SIGTERM")
             _kill_pid(run.controller_pid, run.controller_starttime)
             if not state_path(run.prefix).exists():
                 report.append((run.prefix, "stopped by its controller"))
