@@ -29,6 +29,10 @@ median's confidence interval come from `benchmarks.stats`. Every namespace, the 
 process and its temp dir are recorded in the run registry (kind `lab-delayline`) before they
 exist, and removed when each set-up ends; `cfrbench clean <prefix>` removes what a killed lab
 leaves (its prefix is the first line on stderr). It never touches anything it did not record.
+
+About 530 lines on purpose: one experiment, whose parts change together: the set-up, its
+two probes (the kernel-timestamped pinger, which runs in namespace A as this same module,
+and iperf3) and the table of results.
 """
 
 from __future__ import annotations

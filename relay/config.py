@@ -4,6 +4,11 @@ Validation is strict and happens entirely before any kernel state is touched: ev
 names the key (dotted path, with list indices) and what is allowed there, unknown keys are
 rejected (a typo must not silently fall back to a default), and pools are checked against
 what the chosen policy promises (`PoolTooSmall`).
+
+About 470 lines on purpose: it is the one contract of what a relay config may say, read in
+one pass with shared typed readers (`_Section`, `_int`, `_duration`, `_net`) and checked
+across sections at the end (`_cross_checks`); split by section, the cross-checks would
+reach into every part.
 """
 
 from __future__ import annotations

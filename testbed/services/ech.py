@@ -6,6 +6,10 @@ and turns its outputs (front-door log, ground truth, summary) into Python object
 
 Shared vs split mode is a parameter (`mode=`), so a scenario picks it without a CLI:
 `CdnDeployment(front_node, origin_node, mode="split", ...)`.
+
+About 450 lines on purpose: the launchers of one binary (`echd`) in its roles (keys, front
+door, origin, deployment, load generator) share one service base class (`_EchdService`) and
+one set of output readers, so they change together when `echd`'s flags or logs do.
 """
 
 from __future__ import annotations
