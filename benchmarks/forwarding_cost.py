@@ -60,7 +60,7 @@ import shutil
 import signal
 import statistics
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,18 +98,21 @@ class ForwardedPackets:
     not_forwarded: int = 0
 
 
-def parse_perf_script(lines: Iterable[str], ingress: str | Sequence[str],
-                      egress: str | Sequence[str]) -> ForwardedPackets:
+def forwarded_packets(lines: Iterable[str], ingress: str | Sequence[str],
+                      egress: str | Sequence[str]
+                      ) -> Generator[tuple[str, float, float, dict[str, str]], None, int]:
     """Pair receive and transmit events of the same skb on the same core.
 
-    `lines` is `perf script -F cpu,time,event,trace --ns` output. A packet received on an
-    `ingress` interface (subscriber side) and transmitted on an `egress` one (Internet side)
-    is `up`; the reverse is `down`. A transmit without a pending receive (the node's own
-    packets) or on the side it came in on is ignored."""
+    `lines` is `perf script -F cpu,time,event,trace --ns` output. Yields, per forwarded
+    packet, (direction, receive time in s, ns from receive to transmit, the transmit
+    event's fields): a packet received on an `ingress` interface (subscriber side) and
+    transmitted on an `egress` one (Internet side) is `up`; the reverse is `down`. A
+    transmit without a pending receive (the node's own packets) or on the side it came in
+    on is ignored. Returns (StopIteration value) the count of receives never forwarded."""
     ingress_set = {ingress} if isinstance(ingress, str) else set(ingress)
     egress_set = {egress} if isinstance(egress, str) else set(egress)
-    out = ForwardedPackets()
     pending: dict[tuple[str, str], tuple[float, str]] = {}
+    not_forwarded = 0
     for line in lines:
         parts = line.split()
         if len(parts) < 4 or not parts[0].startswith("["):
@@ -125,7 +128,7 @@ def parse_perf_script(lines: Iterable[str], ingress: str | Sequence[str],
             continue
         if event == RX_EVENT:
             if (cpu, skb) in pending:
-                out.not_forwarded += 1
+                not_forwarded += 1
             pending[(cpu, skb)] = (ts, dev)
             continue
         if event != TX_EVENT:
@@ -134,15 +137,31 @@ def parse_perf_script(lines: Iterable[str], ingress: str | Sequence[str],
         if start is None or start[1] == dev:
             continue
         took = (ts - start[0]) * 1e9
-        size = int(fields.get("len", "0"))
         if start[1] in ingress_set and dev in egress_set:
+            yield "up", start[0], took, fields
+        elif start[1] in egress_set and dev in ingress_set:
+            yield "down", start[0], took, fields
+    return not_forwarded + len(pending)
+
+
+def parse_perf_script(lines: Iterable[str], ingress: str | Sequence[str],
+                      egress: str | Sequence[str]) -> ForwardedPackets:
+    """Per-direction forwarding times and bytes of one capture (see forwarded_packets)."""
+    out = ForwardedPackets()
+    packets = forwarded_packets(lines, ingress, egress)
+    while True:
+        try:
+            direction, _start, took, fields = next(packets)
+        except StopIteration as done:
+            out.not_forwarded += done.value
+            return out
+        size = int(fields.get("len", "0"))
+        if direction == "up":
             out.up_ns.append(took)
             out.up_bytes += size
-        elif start[1] in egress_set and dev in ingress_set:
+        else:
             out.down_ns.append(took)
             out.down_bytes += size
-    out.not_forwarded += len(pending)
-    return out
 
 
 def estimate(packets: ForwardedPackets) -> tuple[dict[str, float | None], dict[str, Any]]:

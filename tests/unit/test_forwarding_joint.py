@@ -1,0 +1,129 @@
+"""The paired forwarding-cost capture without root (benchmarks/forwarding_joint.py): flows
+told apart by packet length, packets attributed to (flow, active ruleset), switch moments set
+aside, and captures that cannot be used reported as such, not as figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import forwarding_joint as joint
+
+RX = "net:netif_receive_skb:"
+TX = "net:net_dev_start_xmit:"
+
+
+def pair(cpu: int, t_s: float, took_ns: int, skb: str, length: int,
+         gso: int = 0) -> list[str]:
+    t2 = t_s + took_ns / 1e9
+    return [f"[{cpu:03d}] {t_s:.9f}:  {RX} dev=edge-acc skbaddr={skb} len={length}",
+            f"[{cpu:03d}] {t2:.9f}: {TX} dev=edge-core queue_mapping=0 skbaddr={skb} "
+            f"vlan_tagged=0 protocol=0x0800 ip_summed=3 len={length} data_len=0 "
+            f"gso_size={gso}"]
+
+
+MSS = {"cgn": 1380, "cfr-flow": 1400, "cfr-epoch": 1360}
+LEN = {"cfr-flow": 1454, "cgn": 1434, "cfr-epoch": 1414}  # MSS + 54 bytes of headers
+
+
+def test_flows_are_told_apart_by_length_ranked_against_their_mss() -> None:
+    packets = [joint.UpPacket(1.0, 100.0, LEN[p], 0) for p in MSS for _ in range(30)]
+    packets += [joint.UpPacket(1.0, 100.0, 66, 0)]  # a lone short packet: not a flow
+    assert joint.flows_by_size(packets, MSS) == {1454: "cfr-flow", 1434: "cgn",
+                                                 1414: "cfr-epoch"}
+    # GSO aggregates are keyed by their MSS (gso_size), not their length
+    assert joint.UpPacket(1.0, 1.0, 43_000, 1388).key == 1388
+
+
+def test_flows_not_separable_give_no_mapping() -> None:
+    packets = [joint.UpPacket(1.0, 100.0, 1454, 0) for _ in range(90)]
+    assert joint.flows_by_size(packets, MSS) == {}
+
+
+def test_packets_count_only_under_their_own_policys_rules_and_switches_are_set_aside() -> None:
+    windows = [joint.Window("cgn", 10.00, 10.15), joint.Window("cfr-flow", 10.17, 10.32)]
+    key = {1434: "cgn", 1454: "cfr-flow"}
+    packets = [
+        joint.UpPacket(10.05, 2000.0, 1434, 0),   # cgn flow, cgn rules: counts for cgn
+        joint.UpPacket(10.06, 9000.0, 1454, 0),   # cfr-flow flow, cgn rules: cross only
+        joint.UpPacket(10.16, 7777.0, 1434, 0),   # during the switch: set aside
+        joint.UpPacket(10.20, 3000.0, 1454, 0),   # cfr-flow flow, its rules: counts
+        joint.UpPacket(9.90, 5555.0, 1454, 0),    # before the first window: set aside
+        joint.UpPacket(10.21, 4444.0, 66, 0),     # no flow: unattributed
+    ]
+    got = joint.attribute(packets, windows, key)
+    assert got.per_path_ns == {"cgn": [2000.0], "cfr-flow": [3000.0]}
+    assert got.cross_ns == {"cfr-flow": [9000.0]}
+    assert (got.set_aside, got.unattributed) == (2, 1)
+    assert got.key_of_path == {"cgn": 1434, "cfr-flow": 1454}
+
+
+def test_up_packets_pairs_the_trace_and_counts_lost_records() -> None:
+    lines = [*pair(0, 5.0, 2500, "0xa", 1454), *pair(1, 5.1, 3000, "0xb", 1434),
+             "LOST 3 events!"]
+    packets, lost = joint.up_packets(lines, ("edge-acc",), ("edge-core",))
+    assert [(round(p.took_ns), p.size) for p in packets] == [(2500, 1454), (3000, 1434)]
+    assert packets[0].arrived == pytest.approx(5.0)
+    assert lost == 1
+
+
+def _capture(n: int) -> joint.JointCapture:
+    return joint.JointCapture(
+        per_path_ns={"cgn": [2700.0] * n, "cfr-flow": [2800.0] * n},
+        per_path_bytes={"cgn": 1434 * n, "cfr-flow": 1454 * n},
+        key_of_path={"cgn": 1434, "cfr-flow": 1454})
+
+
+def test_results_give_each_path_its_median_and_the_capture_id() -> None:
+    out, problem = joint.results(_capture(joint.MIN_PACKETS), ("cgn", "cfr-flow"), 7, {})
+    assert problem is None
+    assert out["cgn"][0] == {"forwarding_cost": 2700.0}
+    assert out["cfr-flow"][0] == {"forwarding_cost": 2800.0}
+    assert out["cfr-flow"][1]["joint_capture"] == 7
+    assert out["cfr-flow"][1]["paths_together"] == ["cgn", "cfr-flow"]
+
+
+@pytest.mark.parametrize("spoil, words", [
+    (lambda c: setattr(c, "lost_events", 2), "lost events"),
+    (lambda c: c.key_of_path.pop("cgn"), "told apart"),
+    (lambda c: c.per_path_ns.update(cgn=[2700.0]), "fewer than"),
+])
+def test_an_unusable_capture_gives_no_figure_for_any_path(spoil, words) -> None:
+    capture = _capture(joint.MIN_PACKETS)
+    spoil(capture)
+    out, problem = joint.results(capture, ("cgn", "cfr-flow"), 1, {})
+    assert words in problem
+    assert all(values == {"forwarding_cost": None} for values, _ in out.values())
+
+
+class _FakeSampler(joint.JointSampler):
+    def __init__(self) -> None:
+        super().__init__(env=None, paths=("cgn", "cfr-flow", "cfr-epoch"))  # type: ignore[arg-type]
+        self.runs = 0
+
+    def _capture_once(self, options):
+        self.runs += 1
+        return {p: ({"forwarding_cost": float(self.runs)}, {}) for p in self.paths}, None
+
+
+def test_one_capture_serves_a_block_and_the_next_block_gets_a_new_one() -> None:
+    s = _FakeSampler()
+    block1 = [s.sample(p, {})[0]["forwarding_cost"] for p in ("cfr-flow", "cgn", "cfr-epoch")]
+    block2 = [s.sample(p, {})[0]["forwarding_cost"] for p in ("cgn", "cfr-flow")]
+    block3 = [s.sample(p, {})[0]["forwarding_cost"] for p in ("cgn",)]
+    assert block1 == [1.0, 1.0, 1.0] and block2 == [2.0, 2.0] and block3 == [3.0]
+    assert s.sample("direct", {})[0] == {"forwarding_cost": None}
+
+
+def test_capture_problems_are_retried_and_kept() -> None:
+    class Flaky(_FakeSampler):
+        def _capture_once(self, options):
+            self.runs += 1
+            if self.runs < 2:
+                return {p: ({"forwarding_cost": None}, {"capture_problem": "lost"})
+                        for p in self.paths}, "lost"
+            return super()._capture_once(options)
+
+    s = Flaky()
+    values, extra = s.sample("cgn", {})
+    assert values == {"forwarding_cost": 3.0}  # the second capture (runs counts both calls)
+    assert extra["attempts"] == 2 and extra["capture_problems"] == ["lost"]
