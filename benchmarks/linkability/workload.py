@@ -30,6 +30,18 @@ must contain exactly the structure real subscribers leak:
   a factor of about 3 with the defaults), which is what real interest profiles look like. It
   draws from its own random stream, so the strong trait's records do not move with it.
 
+* **Per-line access delays** (``delay_classes`` K > 0). Lines differ in round-trip delay
+  (fibre to DSL, 2-30 ms by default, ``access_rtt_ms``); the emulation has K delay classes
+  (``testbed.devices``: one delay line each, RTTs ``delay_class_rtts``, geometric from lo to
+  hi, the same grid as ``testbed.devices.delay_class_rtts``) and each household
+  draws one uniformly from its own random stream, recorded in the household table
+  (``delay_class``, ``access_rtt_ms``) and on every record (``delay_class``). K = 0 leaves
+  records and table as before.
+* **Connection coalescing** (``coalesce``): whether the load generator may send a visit over
+  a device's open HTTP/2 connection to another site of the same front door (``echd load
+  --coalesce``, with keep-alive). It changes no record; it is here so one switch names it
+  for a run and its ground truth.
+
 Addresses come from the caller (the testbed's address plan) as ``subscriber(i) -> (ipv4,
 ipv6_prefix56)`` or as a list of such pairs; ``example_address_plan`` exists only for tests and
 standalone use and draws from the documentation/benchmarking ranges.
@@ -94,8 +106,16 @@ class WorkloadParams:
     weak_first_rank: int = 30
     weak_prob: float = 0.05
     activity_sigma: float = 0.5
+    delay_classes: int = 0
+    access_rtt_ms: tuple[float, float] = (2.0, 30.0)
+    coalesce: bool = False
 
     def __post_init__(self) -> None:
+        if self.delay_classes < 0:
+            raise ValueError("delay_classes must be >= 0")
+        lo, hi = self.access_rtt_ms
+        if not 0 <= lo <= hi:
+            raise ValueError("access_rtt_ms must be (lo, hi) with 0 <= lo <= hi")
         if not 1 <= self.devices_min <= self.devices_max:
             raise ValueError("need 1 <= devices_min <= devices_max")
         if self.households < 1 or self.sites < 1 or self.duration_s <= 0:
@@ -145,6 +165,20 @@ class Household:
     trait: bool
     devices: list[Device] = field(default_factory=list)
     weak_trait: bool = False
+    delay_class: int = -1  # -1: no per-line delay classes
+    access_rtt_ms: float = 0.0
+
+
+def delay_class_rtts(classes: int, lo_ms: float, hi_ms: float) -> list[float]:
+    """Round trips of the delay classes, geometric from lo_ms to hi_ms (equal ratios: access
+    delay spreads over an order of magnitude). Kept equal to testbed.devices'
+    ``delay_class_rtts`` (a unit test checks), without importing the testbed here."""
+    if classes == 1:
+        return [float(lo_ms)]
+    if lo_ms == 0:
+        return [hi_ms * i / (classes - 1) for i in range(classes)]
+    ratio = (hi_ms / lo_ms) ** (1 / (classes - 1))
+    return [round(lo_ms * ratio**i, 3) for i in range(classes)]
 
 
 def site_name(rank: int, n_sites: int) -> str:
@@ -228,6 +262,11 @@ class Workload:
                     "trait": h.trait,
                     "weak_trait": h.weak_trait,
                     "devices": [{"device": d.device, "iid_mode": d.iid_mode} for d in h.devices],
+                    **(
+                        {"delay_class": h.delay_class, "access_rtt_ms": h.access_rtt_ms}
+                        if h.delay_class >= 0
+                        else {}
+                    ),
                 }
                 for h in self.households
             ],
@@ -266,6 +305,13 @@ def generate_workload(
             phase = float(rng.uniform(0.0, p.temp_addr_lifetime_s))
             hh.devices.append(Device(dev, name, mode, _iid(p.seed, "stable", dev), phase))
         households.append(hh)
+    if p.delay_classes:
+        # own stream: the rest of the workload does not move with the delay draw
+        rtts = delay_class_rtts(p.delay_classes, *p.access_rtt_ms)
+        rng_d = np.random.default_rng([p.seed, 0xDE1A])
+        for hh, c in zip(households, rng_d.integers(0, p.delay_classes, p.households),
+                         strict=True):
+            hh.delay_class, hh.access_rtt_ms = int(c), float(rtts[int(c)])
 
     sig = p.activity_sigma
     act = rng_w.lognormal(-0.5 * sig * sig, sig, p.households) if sig > 0 else np.ones(p.households)
@@ -310,6 +356,7 @@ def generate_workload(
                         "path": f"/page/{int(pages[k])}",
                         "subresources": bool(subres[k]),
                         "session_id": f"{dev.device}-s{k:05d}",
+                        **({"delay_class": hh.delay_class} if hh.delay_class >= 0 else {}),
                     }
                 )
     records.sort(key=lambda r: (r["t"], r["session_id"]))
