@@ -34,7 +34,7 @@ from benchmarks.linkability.analysis import analyse_emulation
 from benchmarks.linkability.fingerprints import fingerprint_linkers
 from benchmarks.linkability.model import ModelParams, run_model
 from benchmarks.linkability.simulator import SimParams
-from benchmarks.linkability.workload import WorkloadParams, generate_workload
+from benchmarks.linkability.workload import WorkloadParams, delay_class_rtts, generate_workload
 from testbed.devices import DEVICE_CLASSES, BringUp, DeviceNamespaces, DeviceSpec
 from testbed.errors import ParameterError
 from testbed.lifecycle import RunRegistry
@@ -76,6 +76,12 @@ class LinkabilityParams:
     # (echd load --keep-alive; keep it below the front door's 30 s idle timeout). Off by
     # default: with it, ground truth has one line per visit and several share a connection.
     keep_alive_s: float = 0.0
+    # with keep_alive_s: coalesce visits to other sites onto an open HTTP/2 connection
+    # (echd load --coalesce; the front door logs the hosts of each connection)
+    coalesce: bool = False
+    # per-line access delays: households drawn into K delay classes, 2..30 ms round trip
+    # (testbed.devices; one delay line per class); 0: no added access delay
+    delay_classes: int = 4
 
     @classmethod
     def quick(cls) -> LinkabilityParams:
@@ -94,6 +100,9 @@ class LinkabilityParams:
         if not 0 <= self.keep_alive_s < 30:
             raise ParameterError("keep-alive", self.keep_alive_s,
                                  "0 (off) .. below the front door's 30 s idle timeout")
+        if not 0 <= self.delay_classes <= 16:
+            raise ParameterError("delay classes", self.delay_classes,
+                                 "0 (no access delay) .. 16 (one delay line each)")
         if self.model not in ("quick", "full", "none"):
             raise ParameterError("model", self.model, "quick, full or none")
         unknown = [c for c in self.device_classes if c not in DEVICE_CLASSES]
@@ -113,7 +122,9 @@ def _workloads(p: LinkabilityParams, net: Network, first_subscriber: int):
     base = WorkloadParams(seed=p.seed, households=p.households, duration_s=p.duration_s,
                           sessions_per_device_per_hour=p.sessions_per_device_per_hour,
                           temp_addr_lifetime_s=max(p.duration_s / 3, 1.0),
-                          trait_fraction=p.trait_fraction)
+                          trait_fraction=p.trait_fraction,
+                          delay_classes=p.delay_classes if p.device_namespaces else 0,
+                          coalesce=p.coalesce)
     return (generate_workload(base, address_plan),
             generate_workload(replace(base, temp_addr_fraction=1.0), address_plan))
 
@@ -150,9 +161,11 @@ def device_specs(workloads, seed: int, classes: Sequence[str]) -> list[DeviceSpe
     any of the workloads; devices of one household get disjoint port ranges."""
     addrs: dict[str, set[str]] = {}
     household: dict[str, str] = {}
+    delay: dict[str, int] = {}
     for w in workloads:
         for r in w.records:
             addrs.setdefault(r["device"], set()).add(r["source"])
+            delay[r["device"]] = int(r.get("delay_class", -1))
             household[r["device"]] = r["household"]
     members: dict[str, list[str]] = {}
     for dev in sorted(addrs):
@@ -163,7 +176,7 @@ def device_specs(workloads, seed: int, classes: Sequence[str]) -> list[DeviceSpe
         group = members[household[dev]]
         specs.append(DeviceSpec(dev, cls.stack, tuple(sorted(addrs[dev])),
                                 port_slot=group.index(dev), port_slots=len(group),
-                                device_class=cls.name))
+                                device_class=cls.name, delay_class=delay.get(dev, -1)))
     return specs
 
 
@@ -176,8 +189,11 @@ def setup_devices(net: Network, workloads, p: LinkabilityParams, out: Path
     dn: DeviceNamespaces | None = None
     rep: BringUp | None = None
     if p.device_namespaces:
+        wp = workloads[0].params
+        rtts = delay_class_rtts(wp.delay_classes, *wp.access_rtt_ms) if wp.delay_classes else ()
         dn = DeviceNamespaces(net[population_host(net)], net.registry,
-                              str(net.graph.plan.access_gateway_v4))
+                              str(net.graph.plan.access_gateway_v4), delay_rtts_ms=rtts,
+                              delay_seed=p.seed)
         rep = dn.up(specs)
     profiles = {s.name: DEVICE_CLASSES[s.device_class].echd_profile(
         dn.netns_path(k) if dn else None) for k, s in enumerate(specs)}
@@ -193,14 +209,15 @@ def setup_devices(net: Network, workloads, p: LinkabilityParams, out: Path
 
 def replay(env: BenchEnv, loader: ech_service.LoadGenerator, policy: str, records: list[dict],
            out: Path, name: str, duration_s: float,
-           profiles: Path | None = None, keep_alive_s: float = 0.0) -> tuple[Path, Path, dict]:
+           profiles: Path | None = None, keep_alive_s: float = 0.0,
+           coalesce: bool = False) -> tuple[Path, Path, dict]:
     """Replay a workload under one relay policy (`cfr run`); write ground truth and the
     front door's log of the same connections. Returns both paths and counts."""
     env.relay.start_daemon(policy)
     before = len(env.cdn.front.records())
     extra = ["--profiles", str(profiles)] if profiles else []
     if keep_alive_s > 0:
-        extra += ["--keep-alive", f"{keep_alive_s}s"]
+        extra += ["--keep-alive", f"{keep_alive_s}s"] + (["--coalesce"] if coalesce else [])
     result = loader.run(workload=records, resumption=env.resumption, check=False,
                         timeout=duration_s * 4 + 120, extra=extra)
     time.sleep(2.0)  # the front door logs a connection when it closes
@@ -236,7 +253,11 @@ def run_linkability(base: Scenario, params: LinkabilityParams, run_dir: Path,
             console.print(f"      {bring_up.devices} device namespaces up in "
                           f"{bring_up.total_s:.1f} s (create {bring_up.create_s:.1f}, "
                           f"configure {bring_up.configure_s:.1f}, population host "
-                          f"{bring_up.parent_s:.1f}; shared machine, noisy)")
+                          f"{bring_up.parent_s:.1f}, delay lines {bring_up.delay_s:.1f}; "
+                          "shared machine, noisy)")
+            for c in devices.delay_classes():
+                console.print(f"      delay class {c['class']}: {c['rtt_ms']:g} ms RTT, "
+                              f"{c['devices']} devices")
         env = BenchEnv(net, registry.make_tmpdir("linkability"), ech_mode="shared",
                        pool_size=params.pool_size, epoch_s=params.epoch_s, resumption=True,
                        named_sites=tuple(workload.params.sensitive_sites))
@@ -252,7 +273,8 @@ def run_linkability(base: Scenario, params: LinkabilityParams, run_dir: Path,
                 records = (temp_workload if temporary else workload).records
                 truth[name], front[name], errors = replay(env, loader, policy, records, out,
                                                           name, params.duration_s, profiles,
-                                                          params.keep_alive_s)
+                                                          params.keep_alive_s,
+                                                          params.coalesce)
                 console.print(f"      {name:10} {errors['flows']:5} flows "
                               f"({errors['failed']} failed, {errors['reused']} over a reused "
                               f"connection), {errors['seen']} seen by the front door, "
