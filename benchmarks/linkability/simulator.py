@@ -121,7 +121,7 @@ class Trace:
     device: np.ndarray
     site: np.ndarray
     sensitive: np.ndarray
-    session: np.ndarray
+    session: np.ndarray | None
     psk: np.ndarray
     issued_flow: np.ndarray
     issued_ticket: np.ndarray
@@ -359,8 +359,13 @@ def _apply_to_own_addresses(trace: Trace, policy: str, p: SimParams) -> FlowTabl
         raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
     if policy in POOL_POLICIES:
         translated = v4 if policy == "cgn" else np.ones(n, dtype=bool)
+        # Translated prefixes go above every own prefix code: injective and order-preserving
+        # as an offset of 2^40 was, but small, so ``metrics.dense`` stays on its bincount
+        # path (a 2^40 offset sent it to np.unique: an argsort of every flow, 10 s per
+        # window at 10^6 subscribers).
+        shift = 1 + max((int(c.max(initial=-1)) for c in prefix.values()), default=-1)
         for b in prefix:
-            prefix[b][translated] = addr[translated] + (1 << 40)
+            prefix[b][translated] = addr[translated] + shift
         if policy != "cgn" and p.v6_pool_layout == "one-64":
             for b in prefix:
                 prefix[b][~v4] = 1 << 41  # every IPv6 alias inside one /64

@@ -82,6 +82,7 @@ class _Households:
     trait: np.ndarray
     weak: np.ndarray
     mult: np.ndarray
+    device_household: np.ndarray
 
 
 def _households(p: SimParams) -> _Households:
@@ -96,7 +97,8 @@ def _households(p: SimParams) -> _Households:
     act = rng.lognormal(-0.5 * sig * sig, sig, s_n) if sig > 0 else np.ones(s_n)
     mult = act / np.where(trait, 1.0 - p.sensitive_prob, 1.0) / np.where(weak, 1 - p.weak_prob, 1)
     dev_start = np.concatenate(([0], np.cumsum(n_dev)[:-1]))
-    return _Households(n_dev, dev_start, trait, weak, mult)
+    dev_hh = np.repeat(np.arange(s_n, dtype=np.int64), n_dev)
+    return _Households(n_dev, dev_start, trait, weak, mult, dev_hh)
 
 
 def _window(p: SimParams, hh: _Households, index: int, t0: float, length: float) -> Trace:
@@ -120,23 +122,31 @@ def _window(p: SimParams, hh: _Households, index: int, t0: float, length: float)
     ts = s_ts[f] + np.where(first, 0.0, rng.uniform(0.0, p.session_spread_s, f.size))
     # cells never straddle windows: a page's late sub-resources stay in its window
     ts = np.minimum(ts, t0 + length - 1e-6)
-    h, d, fam6 = s_hh[f], s_dev[f], v6[f]
+    h, fam6 = s_hh[f], v6[f]
     s_n = int(p.subscribers)
-    off = np.int64(1) << 36
-    own_addr = np.where(fam6, s_n + d, h).astype(np.int64)
-    own56 = np.where(fam6, h, off + h)
+    # Own codes: IPv4 address = household, IPv6 address = s_n + device; /56 = household for
+    # IPv6, s_n + household for IPv4 (a separate code space just above, so codes stay below
+    # 2 s_n and ``metrics.dense`` renumbers them by bincount, not by np.unique's argsort).
+    own_addr = np.where(fam6, s_n + s_dev[f], h)
+    own56 = np.where(fam6, h, s_n + h)
+    del s_dev, s_ts
+    fsite = site[f]
+    del f, site
     empty = np.zeros(0, dtype=np.int64)
+    # Columns the streamed adversary never reads (device, TLS identities) are zero-memory
+    # views: at 10^6 subscribers each full column is ~170 MB per window and per worker.
+    none = np.broadcast_to(np.int64(-1), ts.shape)
     return Trace(
         ts=ts,
         household=h,
-        device=d,
-        site=site[f],
-        sensitive=site[f] >= p.sites,
-        session=f,
-        psk=np.full(f.size, -1, dtype=np.int64),
+        device=none,
+        site=fsite,
+        sensitive=fsite >= p.sites,
+        session=None,
+        psk=none,
         issued_flow=empty,
         issued_ticket=empty,
-        device_household=np.repeat(np.arange(s_n, dtype=np.int64), hh.n_dev),
+        device_household=hh.device_household,
         trait=hh.trait,
         own_addr=own_addr,
         own_prefix={56: own56},
@@ -164,8 +174,6 @@ class _PolicyState:
     def __init__(self, policy: str) -> None:
         self.policy = policy
         self.acc: dict[str, dict | None] = {"strong": None, "weak": None}
-        self.oracle: dict[str, dict | None] = {"strong": None, "weak": None}
-        self.rates: dict[str, Rates] = {}
         self.epoch = None
         self.points: dict[str, list] = {"strong": [], "weak": []}
         self.flows = 0
@@ -173,7 +181,13 @@ class _PolicyState:
 
 
 def stream_policies(sp: StreamParams, policies: tuple[str, ...]) -> list[dict]:
-    """Policies over the day, each window generated once and shared by the policies."""
+    """Policies over the day, each window generated once and shared by the policies.
+
+    The rates (labelled panel) and the oracle depend on the true households only, not on
+    the policy, so they are computed once per window and shared: the oracle's ROC at a
+    checkpoint is the same for every policy (the evaluated households are those with a
+    named visit, also policy-free).
+    """
     p = sp.base
     hh = _households(p)
     n_h = int(p.subscribers)
@@ -184,12 +198,20 @@ def stream_policies(sp: StreamParams, policies: tuple[str, ...]) -> list[dict]:
     t_start = time.perf_counter()
     gen_cpu = 0.0
     truths = {"strong": hh.trait, "weak": hh.weak}
+    rates: dict[str, Rates] = {}
+    oracle: dict[str, dict | None] = {"strong": None, "weak": None}
     for w in range(n_win):
         c0 = time.process_time()
         tr = _window(p, hh, w, w * sp.window_s, sp.window_s)
         signals = {"strong": tr.sensitive, "weak": _weak_signal(p, tr.site)}
         named = ~(signals["strong"] | signals["weak"])
+        for name, sig in signals.items():
+            if name not in rates:
+                rates[name] = true_rates(tr, truths[name], sig, named)  # type: ignore[arg-type]
+            ocomp = oracle_components(tr, sig, named, n_h, rates[name])  # type: ignore[arg-type]
+            oracle[name] = _add(oracle[name], ocomp)
         gen_cpu += time.process_time() - c0
+        oracle_points: dict[str, dict] = {}
         for st in states:
             c1 = time.process_time()
             ft: FlowTable = apply_policy(tr, st.policy, p)
@@ -198,27 +220,24 @@ def stream_policies(sp: StreamParams, policies: tuple[str, ...]) -> list[dict]:
                 st.epoch = infer_epoch(ft, named, key=cell_key(ft, st.policy))
             cells = adversary_cells(ft, st.policy, st.epoch)
             for name, sig in signals.items():
-                if name not in st.rates:
-                    st.rates[name] = true_rates(ft, truths[name], sig, named)
-                comp = score_components(ft, cells, sig, named, n_h, st.rates[name])
+                comp = score_components(ft, cells, sig, named, n_h, rates[name])
                 st.acc[name] = _add(st.acc[name], comp)
-                ocomp = oracle_components(ft, sig, named, n_h, st.rates[name])
-                st.oracle[name] = _add(st.oracle[name], ocomp)
             del ft, cells
             if (w + 1) in checkpoints:
                 for name, truth in truths.items():
                     score, ev = finish_scores(st.acc[name])  # type: ignore[arg-type]
-                    oscore, oev = finish_scores(st.oracle[name])  # type: ignore[arg-type]
-                    ev &= oev
+                    if name not in oracle_points:
+                        oscore, oev = finish_scores(oracle[name])  # type: ignore[arg-type]
+                        oracle_points[name] = roc_summary(
+                            oscore[oev], truth[oev], resamples=resamples, seed=w
+                        )
                     st.points[name].append(
                         {
                             "observed_s": (w + 1) * sp.window_s,
                             "named_household": roc_summary(
                                 score[ev], truth[ev], resamples=resamples, seed=w
                             ),
-                            "oracle": roc_summary(
-                                oscore[ev], truth[ev], resamples=resamples, seed=w
-                            ),
+                            "oracle": dict(oracle_points[name]),
                         }
                     )
             st.cpu_s += time.process_time() - c1
@@ -229,7 +248,7 @@ def stream_policies(sp: StreamParams, policies: tuple[str, ...]) -> list[dict]:
             cpu = ", ".join(f"{st.policy} {st.cpu_s:.0f}" for st in states)
             print(
                 f"window {w + 1}/{n_win}: {time.perf_counter() - t_start:.0f} s wall; "
-                f"CPU s: generation {gen_cpu:.0f}, {cpu}",
+                f"CPU s: generation + oracle {gen_cpu:.0f}, {cpu}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -240,7 +259,7 @@ def stream_policies(sp: StreamParams, policies: tuple[str, ...]) -> list[dict]:
             "policy": st.policy,
             "flows": st.flows,
             "epoch": None if st.epoch is None else st.epoch.as_dict(),
-            "rates": {k: asdict(v) for k, v in st.rates.items()},
+            "rates": {k: asdict(v) for k, v in rates.items()},
             "curves": {k: {"points": v} for k, v in st.points.items()},
             "cpu_s": st.cpu_s,
             "generation_cpu_s_shared": gen_cpu,
