@@ -169,6 +169,16 @@ def analyse_point(raw: Path, seed: int = 1, resamples: int = 400) -> dict:
     return res
 
 
+def _complete(raw: Path, point: Point) -> bool:
+    """A point directory replayed under every policy with the same parameters."""
+    try:
+        same = Point(**json.loads((raw / "point.json").read_text())) == point
+    except (OSError, ValueError, TypeError):
+        return False
+    return same and all((raw / f"{k}-{pol}.jsonl").is_file()
+                        for pol in POLICIES for k in ("truth", "frontdoor"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.linkability_points",
                                  description=__doc__.split("\n\n")[0])
@@ -182,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--resamples", type=int, default=400)
     ap.add_argument("--device-namespaces", action="store_true")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep points of --out already replayed under every policy, run the rest")
     ap.add_argument("--reanalyse", type=Path, default=None,
                     help="recompute the table from a previous run directory (no root)")
     args = ap.parse_args(argv)
@@ -198,16 +210,32 @@ def main(argv: list[str] | None = None) -> int:
         from testbed import paths
 
         run_dir = args.out or paths.RESULTS_DIR / f"points-{new_run_id()}"
-        if (run_dir / "raw").exists() and any((run_dir / "raw").iterdir()):
-            console.print(f"{run_dir} already holds raw records; choose another --out")
+        if (not args.resume and (run_dir / "raw").exists()
+                and any((run_dir / "raw").iterdir())):
+            console.print(f"{run_dir} already holds raw records; choose another --out "
+                          "(or --resume)")
             return 2
-        points = with_duration(args.point or DEFAULT_POINTS, args.workload_duration)
+        try:
+            points = [p.validate() for p in
+                      with_duration(args.point or DEFAULT_POINTS, args.workload_duration)]
+        except ValueError as exc:
+            console.print(f"bad point: {exc}")
+            return 2
         raws = []
         with run_registry("points", info={"run_dir": str(run_dir)}) as registry:
             console.print(f"validate-points: {len(points)} points, run prefix "
                           f"{registry.prefix}, out {run_dir}")
             for i, pt in enumerate(points):
-                raws.append(emulate_point(pt.validate(), i, Scenario(), run_dir, registry,
+                done = run_dir / "raw" / f"point-{i}"
+                if args.resume and _complete(done, pt):
+                    console.print(f"  point {i} ({pt.label}): kept from {done}")
+                    raws.append(done)
+                    continue
+                if done.exists():
+                    import shutil
+
+                    shutil.rmtree(done)  # a partial point of this run: replay it afresh
+                raws.append(emulate_point(pt, i, Scenario(), run_dir, registry,
                                           console, args.seed, args.device_namespaces))
     emulated_s = time.monotonic() - t0
     results = [analyse_point(r, seed=args.seed, resamples=args.resamples) for r in raws]

@@ -57,10 +57,10 @@ class Point:
             raise ValueError(f"epoch_s must be 1..3600 s, not {self.epoch_s}")
         if self.households < 2:
             raise ValueError(f"households must be >= 2, not {self.households}")
-        if self.duration_s < 2 * self.epoch_s:
+        if self.duration_s <= self.epoch_s:
             raise ValueError(
-                f"duration {self.duration_s:g} s holds fewer than two epochs of "
-                f"{self.epoch_s:g} s: the epoch signatures would be undefined"
+                f"duration {self.duration_s:g} s is not longer than the epoch "
+                f"{self.epoch_s:g} s: no rotation would fall inside the workload"
             )
         return self
 

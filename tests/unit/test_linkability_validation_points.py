@@ -46,8 +46,10 @@ def sweep() -> list[dict]:
     return model_only_points(DEFAULT_POINTS, _workload)
 
 
-def test_defaults_are_three_distinct_points() -> None:
+def test_defaults_are_three_distinct_valid_points() -> None:
     assert len(DEFAULT_POINTS) >= 3
+    for p in DEFAULT_POINTS:
+        assert p.validate() == p
     for field in ("pool", "epoch_s", "households"):
         assert len({getattr(p, field) for p in DEFAULT_POINTS}) >= 3, field
 
@@ -142,7 +144,7 @@ def test_model_lands_on_the_given_clock() -> None:
 def test_parse_point_and_validation() -> None:
     assert parse_point("4:15:60") == Point(4, 15.0, 60, 75.0)
     assert parse_point("16:60:200:180") == Point(16, 60.0, 200, 180.0)
-    for bad in ("4:15", "x:15:60", "0:15:60", "4:15:1", "4:60:60:90"):
+    for bad in ("4:15", "x:15:60", "0:15:60", "4:15:1", "4:60:60:60"):
         with pytest.raises(ValueError):
             parse_point(bad)
 
