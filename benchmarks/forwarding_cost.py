@@ -20,6 +20,14 @@ node's own work on that packet, whatever else the machine does meanwhile; nothin
 hosts, the other routers or the delay lines is in it. `perf record -a` collects the two events,
 filtered in the kernel to the relay's two interface names, while the load runs.
 
+Two ways to run it. One path per capture (this module alone, `capture` + `estimate`): fine
+on a quiet machine, but the machine's state moves per-packet times by 20-40% between
+captures seconds apart, so three quick runs left cfr-flow/cgn undecided at 5%. The suite's
+definitions therefore use the paired mode (`concurrent_paths`, benchmarks/forwarding_joint.py):
+one capture per block carries every compared policy's flow and rules, interleaved within
+150 ms, and decides at the first look with a CI about 0.5% wide. The notes below describe
+the one-path mode; the paired module's docstring says what differs.
+
 Estimates, per sample and direction (up = subscriber to Internet, down = back): the median
 per-packet time (robust against the rare hard interrupt or hypervisor stall inside a packet,
 which are not the relay's cost), times the packets forwarded. From those:

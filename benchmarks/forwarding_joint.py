@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from benchmarks import forwarding_cost as fwd
+from benchmarks import paths as path_table
 from testbed.errors import EnvironmentProblem
 from testbed.waiting import WaitTimeout, wait_until
 
@@ -83,7 +84,7 @@ class Env(Protocol):
     workdir: Path
 
     def select(self, path: str) -> None: ...
-    def transit_target(self) -> str: ...
+    def transit_target(self, family: int = 4) -> str: ...
     def client_source(self, family: int) -> str: ...
     def relay_interfaces(self) -> tuple[tuple[str, ...], tuple[str, ...]]: ...
 
@@ -225,9 +226,10 @@ class JointSampler:
     for every path of the set and the others are served from it. A path asked for twice
     without a capture in between (the next block) triggers a new capture."""
 
-    def __init__(self, env: Env, paths: Sequence[str]) -> None:
+    def __init__(self, env: Env, paths: Sequence[str], family: int = 4) -> None:
         self.env = env
         self.paths = tuple(paths)
+        self.family = family
         self.pending: dict[str, Result] = {}
         self.captures = 0
         self.servers: list[tuple[str, int]] = []
@@ -259,10 +261,11 @@ class JointSampler:
 
     def _ensure_servers(self) -> list[tuple[str, int]]:
         if len(self.servers) < len(self.paths):
-            addr = self.env.transit_target()  # also proves the transit link is undelayed
+            # also proves the transit link is undelayed
+            addr = self.env.transit_target(self.family)
             transit = self.env.net[self.env.net.roles.transit]
             for i in range(len(self.servers), len(self.paths)):
-                port = FIRST_PORT + i
+                port = FIRST_PORT + i + (10 if self.family == 6 else 0)
                 transit.spawn(["iperf3", "-s", "-B", addr, "-p", str(port)],
                               label=f"iperf3-joint-{i}",
                               log=self.env.workdir / f"iperf3-joint-{i}.log")
@@ -293,7 +296,7 @@ class JointSampler:
             for path, (addr, port) in zip(order, servers, strict=False):
                 env.select(path)
                 argv = client.command(
-                    ["iperf3", "-c", addr, "-p", str(port), "-B", env.client_source(4),
+                    ["iperf3", "-c", addr, "-p", str(port), "-B", env.client_source(self.family),
                      "-M", str(mss[path]), "-b", f"{rate / len(order):g}M", "-C", cc,
                      "-t", str(int(duration + 30))])
                 flows.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
@@ -401,15 +404,20 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-_SAMPLERS: dict[int, tuple[Env, JointSampler]] = {}
+_SAMPLERS: dict[tuple[int, int], tuple[Env, JointSampler]] = {}
 
 
 def sample(env: Env, path: str, options: Mapping[str, Any]) -> Result:
-    """The forwarding_cost tool's paired mode (options["concurrent_paths"], comma-separated):
-    one sampler per environment, kept while the environment lives."""
-    paths = tuple(p.strip() for p in str(options["concurrent_paths"]).split(",") if p.strip())
-    held = _SAMPLERS.get(id(env))
-    if held is None or held[0] is not env or held[1].paths != paths:
-        held = (env, JointSampler(env, paths))
-        _SAMPLERS[id(env)] = held
+    """The forwarding_cost tool's paired mode. options["concurrent_paths"] names the IPv4
+    paths measured together (comma-separated); a path of another family is measured with
+    the same set's twins of its family (benchmarks.paths). One sampler per environment and
+    family, kept while the environment lives."""
+    family = path_table.family_of(path)
+    names = (p.strip() for p in str(options["concurrent_paths"]).split(",") if p.strip())
+    together = tuple(path_table.twin(p, family) for p in names)
+    key = (id(env), family)
+    held = _SAMPLERS.get(key)
+    if held is None or held[0] is not env or held[1].paths != together:
+        held = (env, JointSampler(env, together, family))
+        _SAMPLERS[key] = held
     return held[1].sample(path, options)

@@ -206,6 +206,10 @@ TOOLS: dict[str, ToolSpec] = {
                 "congestion_control": _CONGESTION,
                 "rate_mbit": OptionSpec(float, "pace the load (iperf3 -b); 0 = line rate",
                                         minimum=0),
+                "concurrent_paths": OptionSpec(
+                    str, "comma-separated paths measured together, one flow each, rulesets "
+                    "rotated within one capture (benchmarks/forwarding_joint.py); empty: one "
+                    "path per capture"),
             },
         ),
         ToolSpec(

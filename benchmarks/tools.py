@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from benchmarks import forwarding_cost as fwd
+from benchmarks import forwarding_joint
 from benchmarks import paths as path_table
 from benchmarks.environment import (
     IPERF_PORT,
@@ -347,6 +348,10 @@ def forwarding_cost(env: BenchEnv, path: str, options: Mapping[str, Any]) -> Res
     metrics = ("forwarding_cost",)
     if not path_table.carries(path, "forwarding_cost"):
         return _failed(metrics, RuntimeError(f"path {path} does not cross the relay"))
+    if options.get("concurrent_paths"):
+        # The paired method (benchmarks/forwarding_joint.py): one capture per block carries
+        # every listed path's flow and ruleset, interleaved.
+        return forwarding_joint.sample(env, path, options)
     problems: list[str] = []
     for _ in range(FORWARDING_ATTEMPTS):
         values, extra = _forwarding_cost_once(env, options, _family(path))
