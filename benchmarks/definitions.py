@@ -102,6 +102,8 @@ class Scenario:
 
     ech_mode: str = "split"
     subscribers: int = 1
+    #: address families measured: "ipv4" (the paths listed), "ipv6" (their IPv6 twins of
+    #: benchmarks/paths.py) or "dual" (both); the network itself is always dual stack
     family: str = "ipv4"
     #: one-way delay per link class of the topology (access, aggregation, wan, cdn, detour)
     link_delay_ms: Mapping[str, float] = field(default_factory=dict)

@@ -134,3 +134,35 @@ def test_environment_plots_and_leak_check_read_the_table() -> None:
     assert aliasing_policies(["cfr-epoch6", "direct6"]) == ["cfr-epoch"]
     assert endpoint("2001:db8::1", 3128) == "[2001:db8::1]:3128"
     assert endpoint("198.18.0.1", 3128) == "198.18.0.1:3128"
+
+
+def test_dual_definition_compares_within_each_family_and_both_reach_the_verdicts() -> None:
+    """IPv6 paths are compared with direct6, never with direct, and count in the verdict;
+    without a definition the analysis pairs by family too."""
+    import numpy as np
+
+    from benchmarks.analysis import analyse
+    from benchmarks.records import make_record
+    from benchmarks.schedule import ScheduleItem
+
+    rng = np.random.default_rng(5)
+    n = 12
+    d = parse_definition({
+        "benchmark": {"name": "demo", "paths": ["direct", "cfr-flow"]},
+        "scenario": {"family": "dual"},
+        "measurements": [{"name": "rate", "tool": "iperf3_tcp", "repetitions": n}],
+    }, source="demo")
+    assert d.paths == ("direct", "cfr-flow", "direct6", "cfr-flow6")
+    base = 900.0 * (1 + 0.001 * rng.normal(size=n))
+    values = {"direct": base, "cfr-flow": base * 1.0005, "direct6": base * 0.9,
+              "cfr-flow6": base * 0.9}
+    recs = [make_record("demo", "rate", "throughput", float(v),
+                        ScheduleItem(path, rep, rep, i, False), ts=float(rep))
+            for i, (path, vals) in enumerate(values.items()) for rep, v in enumerate(vals)]
+    for defs in ({"demo": d}, {}):
+        out = analyse(recs, defs)
+        pairs = {(c["baseline"], c["path"]) for c in out["comparisons"]}
+        assert pairs == {("direct", "cfr-flow"), ("direct6", "cfr-flow6")}, defs
+        assert all(c["in_verdict"] for c in out["comparisons"])
+    verdicts = out["verdicts"]["no_capacity_loss"]["paths"]
+    assert verdicts["cfr-flow"]["verdict"] == verdicts["cfr-flow6"]["verdict"] == "equivalent"
