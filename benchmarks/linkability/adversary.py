@@ -240,6 +240,36 @@ def true_rates(ft: FlowTable, trait: np.ndarray, signal: np.ndarray, named: np.n
     return Rates(float(lam1), float(lam0), float(t.mean()) if n else 0.0)
 
 
+@dataclass
+class NamedGroups:
+    """The (cell, household) grouping of named visits: the signal-free part of the score."""
+
+    c: np.ndarray
+    n_c: int
+    pc: np.ndarray
+    ph: np.ndarray
+    pa: np.ndarray
+    a_c: np.ndarray
+
+
+def named_groups(
+    ft: FlowTable, cells: np.ndarray, named: np.ndarray, n_households: int
+) -> NamedGroups:
+    """Group named visits by (cell, household) once; every trait's score reuses it.
+
+    Why separate: the grouping is a sort of every named flow and does not depend on the
+    trait, so the streamed model (two traits per policy and window) computes it once.
+    """
+    named = np.asarray(named, dtype=bool) & (ft.household >= 0)
+    c, n_c = dense(cells)
+    nh = max(int(n_households), 1)
+    keys, pa = group_counts(c[named] * nh + ft.household[named])
+    pc, ph = keys // nh, keys % nh
+    pa = pa.astype(np.float64)
+    a_c = np.bincount(pc, weights=pa, minlength=n_c)
+    return NamedGroups(c, n_c, pc, ph, pa, a_c)
+
+
 def score_components(
     ft: FlowTable,
     cells: np.ndarray,
@@ -248,6 +278,7 @@ def score_components(
     n_households: int,
     rates: Rates,
     shared: bool | None = None,
+    groups: NamedGroups | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-household sums behind the named-household score (additive over disjoint cells).
 
@@ -255,17 +286,13 @@ def score_components(
     ``dev`` / ``var``: the centred ratio and its variance under "no trait" over shared cells;
     ``a_shared``: named visits in shared cells; ``certain``: cells where only this household
     can have produced a signal flow; ``named``: its named visits. Windows of a streamed
-    trace whose cells never straddle them can be summed (``streaming.py``).
+    trace whose cells never straddle them can be summed (``streaming.py``). ``groups``:
+    ``named_groups(ft, cells, named, n_households)`` if already computed (same result).
     """
     signal = np.asarray(signal, dtype=bool)
-    named = np.asarray(named, dtype=bool) & (ft.household >= 0)
-    c, n_c = dense(cells)
+    g = groups if groups is not None else named_groups(ft, cells, named, n_households)
+    c, n_c, pc, ph, pa, a_c = g.c, g.n_c, g.pc, g.ph, g.pa, g.a_c
     s_c = np.bincount(c[signal], minlength=n_c).astype(np.float64)
-    nh = max(int(n_households), 1)
-    keys, pa = group_counts(c[named] * nh + ft.household[named])
-    pc, ph = keys // nh, keys % nh
-    pa = pa.astype(np.float64)
-    a_c = np.bincount(pc, weights=pa, minlength=n_c)
     # Sharing as the named flows show it: pairs of named flows in a cell from two households.
     pairs = float(np.sum(a_c * (a_c - 1.0)))
     purity = float(np.sum(pa * (pa - 1.0)) / pairs) if pairs > 0 else 1.0

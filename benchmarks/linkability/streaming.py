@@ -47,6 +47,7 @@ from benchmarks.linkability.adversary import (
     cell_key,
     finish_scores,
     infer_epoch,
+    named_groups,
     oracle_components,
     score_components,
     true_rates,
@@ -219,10 +220,11 @@ def stream_policies(sp: StreamParams, policies: tuple[str, ...]) -> list[dict]:
             if st.epoch is None:
                 st.epoch = infer_epoch(ft, named, key=cell_key(ft, st.policy))
             cells = adversary_cells(ft, st.policy, st.epoch)
+            groups = named_groups(ft, cells, named, n_h)  # shared by both traits
             for name, sig in signals.items():
-                comp = score_components(ft, cells, sig, named, n_h, rates[name])
+                comp = score_components(ft, cells, sig, named, n_h, rates[name], groups=groups)
                 st.acc[name] = _add(st.acc[name], comp)
-            del ft, cells
+            del ft, cells, groups
             if (w + 1) in checkpoints:
                 for name, truth in truths.items():
                     score, ev = finish_scores(st.acc[name])  # type: ignore[arg-type]
