@@ -158,9 +158,10 @@ def analyse_point(raw: Path, seed: int = 1, resamples: int = 400) -> dict:
         offsets[pol] = clock_offset(truth, workload.records)
         coverage[pol] = cov.as_dict()
 
-    def model_for(relay: str, pol: str, block: int | None) -> FlowTable:
-        # the model on the clock of the replay it is compared with
-        return model_flows(workload, pol, point, offsets[relay], seed=seed, cgn_block=block)
+    def model_for(relay: str, pol: str, block: int | None, key: int) -> FlowTable:
+        # the model on the clock of the replay it is compared with; key 0 is the one shown
+        return model_flows(workload, pol, point, offsets[relay], seed=seed + 7919 * key,
+                           cgn_block=block)
 
     res = evaluate_point(point, emulated, model_for, len(order), resamples=resamples,
                          seed=seed)
@@ -241,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     results = [analyse_point(r, seed=args.seed, resamples=args.resamples) for r in raws]
     wall = time.monotonic() - t0
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    note = (f"Emulation {emulated_s:.0f} s, total {wall:.0f} s, load average "
+    note = (f"Reanalysed offline from {run_dir / 'raw'} in {wall:.0f} s. " if args.reanalyse
+            else f"Emulation {emulated_s:.0f} s, total {wall:.0f} s. ") + (
+            "Load average "
             f"{' '.join(f'{x:.2f}' for x in load or ())} at the end (shared 2-core machine).")
     md = markdown(results, wall_s=wall, note=note)
     (run_dir / "validate_points.md").write_text(md)
