@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,8 +39,6 @@ DEFINITIONS_DIR = Path(__file__).resolve().parent / "definitions"
 
 ECH_MODES = ("shared", "split")
 FAMILIES = tuple(path_table.FAMILY_SETS)
-#: `cfrbench run --family` for the definitions loaded in this context (see family_override).
-_FAMILY_OVERRIDE: ContextVar[str | None] = ContextVar("family_override", default=None)
 PLOT_KINDS = ("cdf", "added_delay", "throughput", "sweep")
 
 _TOP_KEYS = ("benchmark", "scenario", "measurements", "analysis", "plots", "profiles", "sweep")
@@ -761,30 +757,15 @@ def available_benchmarks(directory: str | Path = DEFINITIONS_DIR) -> list[str]:
     return sorted(p.stem for p in Path(directory).glob("*.toml"))
 
 
-@contextmanager
-def family_override(family: str | None) -> Iterator[None]:
-    """Within this block `load_benchmarks` measures `family` ("ipv4", "ipv6", "dual"; None:
-    what each definition says) unless called with `family=`: how `cfrbench run --family`
-    reaches the runner through the main job."""
-    if family is not None and family not in FAMILIES:
-        raise DefinitionError("--family", family, "unknown address family", FAMILIES)
-    token = _FAMILY_OVERRIDE.set(family)
-    try:
-        yield
-    finally:
-        _FAMILY_OVERRIDE.reset(token)
-
-
 def load_benchmarks(
     names: Sequence[str] | None, profile: str, directory: str | Path = DEFINITIONS_DIR,
     family: str | None = None,
 ) -> list[BenchmarkDefinition]:
     """Definitions for `names` (all when empty/None) with `profile` applied, in the order asked;
-    `family` ("ipv4", "ipv6", "dual"; default: the `family_override` in effect, else each
-    definition's own) replaces the definitions' address families.
+    `family` ("ipv4", "ipv6", "dual"; default: each definition's own; `cfrbench run
+    --family`) replaces the definitions' address families.
 
     Raises DefinitionError for an unknown benchmark or profile name, naming the allowed ones."""
-    family = family if family is not None else _FAMILY_OVERRIDE.get()
     if profile not in PROFILES:
         raise DefinitionError("--profile", profile, "unknown profile", PROFILES)
     available = available_benchmarks(directory)

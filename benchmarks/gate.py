@@ -26,6 +26,7 @@ from typing import Any
 
 from rich.console import Console
 
+from benchmarks import paths as path_table
 from benchmarks.gate_change import (
     FAILING,
     FLIPPED,
@@ -212,14 +213,23 @@ def _stored(c: Mapping[str, Any], comparator: str) -> Estimate:
     return e
 
 
+def _is_baseline(path: str) -> bool:
+    return path in path_table.NAMES and path_table.base_of(path) == BASELINE_PATH
+
+
+def _family(path: str) -> int:
+    return path_table.family_of(path) if path in path_table.NAMES else 4
+
+
 def _median_rows(base: Mapping[str, Any], cur: Mapping[str, Any],
                  tol: Tolerances) -> list[GateRow]:
     old = {_skey(s): s for s in base["summaries"]}
     new = {_skey(s): s for s in cur["summaries"]}
+    # the reference of a path is its own family's twin of the baseline (direct, direct6)
     margins = {(_ckey(c)[:4], c["path"]): _margin(c) for c in base["comparisons"]
-               if c["baseline"] == BASELINE_PATH}
-    refs = {_skey(s)[:2] + _skey(s)[3:]: s["median"] for s in base["summaries"]
-            if s["path"] == BASELINE_PATH}
+               if _is_baseline(c["baseline"])}
+    refs = {_skey(s)[:2] + _skey(s)[3:] + (_family(s["path"]),): s["median"]
+            for s in base["summaries"] if _is_baseline(s["path"])}
     gate = tol.gate_on in ("medians", "both")
     rows = []
     for k, o in old.items():
@@ -232,7 +242,7 @@ def _median_rows(base: Mapping[str, Any], cur: Mapping[str, Any],
         comparator = rule.comparator if rule else (
             "difference" if spec.kind in _DIFFERENCE_KINDS else "ratio")
         margin = margins.get(((bench, meas, metric, sw), path)) or _default_margin(
-            refs.get((bench, meas, metric, sw), o.get("median")))
+            refs.get((bench, meas, metric, sw, _family(path)), o.get("median")))
         common = dict(benchmark=bench, measurement=meas, metric=metric,
                       unit=o.get("unit", ""), sweep=sw, path=path)
         rows.append(_shift_row(

@@ -16,6 +16,7 @@ import jinja2
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks import paths as path_table
 from benchmarks import plots
 from benchmarks.analysis import verdict_text
 from benchmarks.definitions import BenchmarkDefinition, PlotSpec
@@ -101,7 +102,9 @@ def make_plots(
         specs = list(d.plots) if d and d.plots else _default_plot_specs(metrics, has_sweep)
         first = _first_sweep(summaries)
         at_first = f" at {fmt_sweep(first)}" if first else ""
-        vs_base = [c for c in comps if c["baseline"] == baseline]
+        # each family's paths against that family's twin of the baseline (direct, direct6)
+        vs_base = [c for c in comps
+                   if c["baseline"] in path_table.expand([baseline], path_table.FAMILIES)]
         for spec in specs:
             wanted = [m for m in (spec.metrics or metrics) if m in metrics]
             if spec.kind == "cdf":

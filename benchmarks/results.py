@@ -44,7 +44,13 @@ class ResultsError(UsageError):
 
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    """The results schema, with the path names filled in from the one table of paths
+    (benchmarks.paths), so a new path needs no schema edit."""
+    from benchmarks import paths as path_table
+
+    data = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    data.setdefault("$defs", {}).setdefault("path", {})["enum"] = list(path_table.NAMES)
+    return data
 
 
 def new_run_id(now: _dt.datetime | None = None) -> str:

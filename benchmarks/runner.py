@@ -133,8 +133,8 @@ def run_benchmarks(base: Scenario, names: Sequence[str] | None, profile: str, ru
                    registry: RunRegistry, console: Console, seed: int = 0,
                    family: str | None = None) -> RunOutcome:
     """Run the benchmarks; `family` ("ipv4", "ipv6", "dual": `cfrbench run --family`)
-    replaces the definitions' address families (default: the override in effect, else each
-    definition's own, see benchmarks.definitions.load_benchmarks)."""
+    replaces the definitions' address families (default: each definition's own, see
+    benchmarks.definitions.load_benchmarks)."""
     definitions = load_benchmarks(list(names) if names else default_benchmarks(profile),
                                   profile, family=family)
     groups = group_by_network(base, definitions, seed)

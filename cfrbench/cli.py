@@ -414,15 +414,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         link = replace(link, households=args.households)
     if args.workload_duration is not None:
         link = replace(link, duration_s=args.workload_duration)
-    from benchmarks.definitions import family_override
-
     family = FAMILY_OPTIONS[args.family] if args.family is not None else None
     require_root()
-    # The override reaches the runner's load_benchmarks through the main job (a context
-    # variable: run_main_job takes no family parameter yet).
-    with family_override(family):
-        return run_main_job(scenario, profile=args.profile, benchmarks=args.benchmarks,
-                            out_dir=args.out, linkability=link)
+    return run_main_job(scenario, profile=args.profile, benchmarks=args.benchmarks,
+                        out_dir=args.out, linkability=link, family=family)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -77,7 +77,8 @@ def preflight(net: Network, console: Console) -> tuple[dict, bool]:
 
 def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[str] | None = None,
                  out_dir: str | None = None, seed: int = 1,
-                 linkability: LinkabilityParams | None = None) -> int:
+                 linkability: LinkabilityParams | None = None,
+                 family: str | None = None) -> int:
     from benchmarks.definitions import load_benchmarks
     from benchmarks.provenance import collect_provenance
     from benchmarks.report import render_report
@@ -89,7 +90,7 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
     with_linkability = "linkability" in asked
     with_resilience = "resilience" in asked
     if names:
-        load_benchmarks(names, profile)  # unknown benchmark or profile: exit 2 now
+        load_benchmarks(names, profile, family=family)  # unknown name or profile: exit 2 now
     elif profile not in ("quick", "full", "tiny"):
         raise UsageError(f"unknown profile {profile!r}; allowed: quick, full, tiny")
     link_params = linkability or LinkabilityParams.for_profile(profile)
@@ -126,7 +127,7 @@ def run_main_job(scenario: Scenario, profile: str = "quick", benchmarks: list[st
         if names:
             console.print("[3/5] benchmarks (paths interleaved in randomized order)")
             outcome = run_benchmarks(scenario, names, profile, run_dir, registry, console,
-                                     seed)
+                                     seed, family=family)
         linkability_section = None
         if with_linkability:
             console.print("[3/5] linkability: one workload replayed per policy")

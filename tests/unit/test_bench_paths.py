@@ -12,7 +12,6 @@ from benchmarks import paths as P
 from benchmarks.definitions import (
     DefinitionError,
     available_benchmarks,
-    family_override,
     load_benchmarks,
     parse_definition,
 )
@@ -102,15 +101,13 @@ def test_quick_and_tiny_keep_ipv4_and_full_measures_both_families() -> None:
         assert [p for p in d.paths if P.family_of(p) == 6] == [P.twin(p, 6) for p in v4]
 
 
-def test_family_override_replaces_the_definitions_and_is_stored() -> None:
-    with family_override("ipv6"):
-        defs = load_benchmarks(["latency"], "quick")
-    (d,) = defs
+def test_family_parameter_replaces_the_definitions_and_is_stored() -> None:
+    (d,) = load_benchmarks(["latency"], "quick", family="ipv6")
     assert d.paths[0] == "direct6" and d.families == (6,)
     assert d.analysis.compare[0] == ("direct6", "cfr-flow6")
     again = parse_definition(json.loads(json.dumps(d.to_dict())), source="stored")
     assert again.paths == d.paths  # the stored definition says what ran
-    assert load_benchmarks(["latency"], "quick")[0].families == (4,)  # override scoped
+    assert load_benchmarks(["latency"], "quick")[0].families == (4,)  # default: its own
     with pytest.raises(DefinitionError, match="allowed: ipv4, ipv6, dual"):
         load_benchmarks(["latency"], "quick", family="ipv5")
 
@@ -166,3 +163,9 @@ def test_dual_definition_compares_within_each_family_and_both_reach_the_verdicts
         assert all(c["in_verdict"] for c in out["comparisons"])
     verdicts = out["verdicts"]["no_capacity_loss"]["paths"]
     assert verdicts["cfr-flow"]["verdict"] == verdicts["cfr-flow6"]["verdict"] == "equivalent"
+
+
+def test_the_results_schema_takes_its_path_names_from_the_table() -> None:
+    from benchmarks.results import schema
+
+    assert schema()["$defs"]["path"]["enum"] == list(P.NAMES)
