@@ -15,6 +15,10 @@ measure in `[scenario] family` ("ipv4", "ipv6" or "dual"; a profile may override
 `benchmarks/paths.py` of those families (IPv4 paths first, then their IPv6 twins) and every
 comparison pair once per family; the raw table keeps the IPv4 names, so a stored definition
 re-parses to the same paths.
+
+Over 400 lines on purpose: the definition format's one parser and validator, so every key's
+error names the key and its allowed range in one consistent way; most of its length is those
+checks.
 """
 
 from __future__ import annotations

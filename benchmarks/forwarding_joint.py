@@ -36,6 +36,10 @@ connection-rate benchmark measures it. Limits (stated): the capture needs distin
 per flow, i.e. TSO/GSO on the subscriber's interface (veth default); the packets of a
 switch's own moment are dropped from the figure, so a regression that slows only the
 switch itself is conn_rate's or the rotation lab's to catch, not this one's.
+
+Over 400 lines on purpose: one capture procedure (flows, rotation, perf, attribution, per-
+path figures) whose steps share their timing and are tested as pure functions; splitting it
+would scatter one experiment's set-up.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ baseline missing from the current run.
 
 Exit status of `main_compare`: 0 pass, 1 fail (a gating row regressed, undecided, flipped
 or missing), 2 unreadable/invalid baseline, current run or tolerances file.
+
+Over 400 lines on purpose: the four row families of one gate decision (within-run, medians,
+verdicts, presence) and its command share the row type and tolerances; the change
+arithmetic, rules and output already live in gate_change, gate_rules and gate_report.
 """
 
 from __future__ import annotations

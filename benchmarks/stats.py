@@ -15,6 +15,9 @@ interval a verdict rests on is distribution-free:
 "No added delay" is a claim of *equivalence*, which a non-significant difference test cannot
 support; two one-sided tests (TOST) against a stated margin can. The bootstrap helpers stay
 for the regression gate's comparisons of two runs (ci/gate.py).
+
+Over 400 lines on purpose: the project's one statistics module (DESIGN.md), so labs,
+benchmarks and gate draw medians, CIs and tests from one place.
 """
 
 from __future__ import annotations

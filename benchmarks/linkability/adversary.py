@@ -54,6 +54,10 @@ household, the site-count vectors of the cells holding its named visits, weighte
 share of the cell's named visits, Hellinger-normalised; logistic regression
 (scikit-learn) scored out-of-fold (stratified 5-fold), so no household is scored by a model
 that saw its label.
+
+Over 400 lines on purpose: the named-household adversary, its classifier variant and the
+oracle ceiling share cell construction and scoring, and must stay side by side to be
+compared.
 """
 
 from __future__ import annotations

@@ -65,6 +65,9 @@ Trait inference (``trait_inference``)
     households are the likelier to have no anchor). Reported: ROC AUC of score vs
     trait (chance 0.5), accuracy of the rule score > 0 (chance = majority-class rate), the
     rule's true and false positive rates, and prevalence.
+
+Over 400 lines on purpose: the linkability metrics share the vectorised grouping helpers
+(dense, group_counts, combine) that the model and the emulation both use.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ flows_lost, leaks_found, passed, figures} so the report can show one table. Comp
 (attack vs no attack) are interleaved within the scenario, never against another run,
 because absolute times on the shared 2-core machines are noise (DESIGN.md, Results).
 The scale (flows, rates) is chosen for 2 shared cores and recorded in each row's figures.
+
+Over 400 lines on purpose: one function per resilience scenario of the table above, sharing
+the network and relay set-up; each is read with the row it produces.
 """
 
 from __future__ import annotations
