@@ -22,8 +22,9 @@ How, per capture (one block of the schedule):
    flows run, and meanwhile rotate the active ruleset among the paths' policies every
    `WINDOW_S` (random order per round), noting when each switch began and ended.
 3. Pair receive and transmit per skb (forwarding_cost.forwarded_packets) and attribute
-   every subscriber-to-Internet data packet to its flow, by the transmit event's gso_size
-   (MSS less TCP options; distinct per flow), and to the ruleset active when it arrived.
+   every subscriber-to-Internet data packet to its flow, by its length (TSO and GSO are off
+   on the client's interface during the capture, so every data packet is one full segment
+   of its flow's MSS; MSSs 20 bytes apart), and to the ruleset active when it arrived.
    Packets that arrived during a switch are set aside. The reply direction carries bare
    ACKs that the trace cannot tell apart, so it is not used.
 4. Per path: the median per-packet time of *its own flow's* packets while *its own
@@ -32,10 +33,17 @@ How, per capture (one block of the schedule):
    and the paths' figures come from interleaved windows of one capture.
 
 Per-flow rule work (the SNAT choice on a flow's first packet) is not per-packet cost; the
-connection-rate benchmark measures it. Limits (stated): the capture needs distinct gso_size
-per flow, i.e. TSO/GSO on the subscriber's interface (veth default); the packets of a
-switch's own moment are dropped from the figure, so a regression that slows only the
-switch itself is conn_rate's or the rotation lab's to catch, not this one's.
+connection-rate benchmark measures it. Packets are single segments, as a router's NIC hands
+them up, not the 40-64 KB GSO aggregates veths carry by default, whose size (set per flow
+by TCP's autosizing) moved per-packet time more than any policy did. Limits (stated): the
+packets of a switch's own moment are dropped from the figure, so a regression that slows
+only the switch itself is conn_rate's or the rotation lab's to catch, not this one's; IPv4
+and IPv6 sets are captured separately (one sampler per family).
+
+Measured (load average 7-8, quick profile): cgn 2.77 us/packet, cfr-flow/cgn x1.00 [0.996,
+1.001] and cfr-epoch/cgn x1.00 [0.996, 1.004] after 8 blocks; positive controls, 16 and 40
+no-op rules planted in cfr-flow's forward chain: x1.065 [1.060, 1.066] and x1.166 [1.161,
+1.167], worse (tests/integration/test_forwarding_cost_control.py).
 
 Over 400 lines on purpose: one capture procedure (flows, rotation, perf, attribution, per-
 path figures) whose steps share their timing and are tested as pure functions; splitting it
