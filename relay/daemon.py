@@ -98,6 +98,10 @@ class Daemon:
                 ready, _, _ = select.select(rlist, [], [], max(0.0, wake - now))
             except InterruptedError:
                 ready = []
+            # Rotation first: a burst of conntrack events at the boundary would otherwise
+            # delay the new epoch's rules by its processing time (seen: 24-275 ms under
+            # load in the model-vs-relay validation, benchmarks/linkability_points.py).
+            self._maybe_rotate()
             if ready and self.events is not None and self.mlog is not None:
                 self.mlog.on_events(self.events.read(), time.time())
                 if self.events.lost != self._lost_seen:
@@ -107,7 +111,7 @@ class Daemon:
             if self._reload:
                 self._reload = False
                 self._do_reload()
-            self._maybe_rotate()
+                self._maybe_rotate()
             now = time.time()
             if now >= next_purge and self.mlog is not None:
                 n = self.mlog.purge(now)
