@@ -57,7 +57,13 @@ drops (``dropped_overload``), so a CPU stall of the shared machine makes frames 
 ``python -m labs.delayline_lab --variants shaped``): 1 Gbit/s with 10 ms each way and a
 BDP queue carried TCP at 0.78-0.92 Gbit/s (iperf3 goodput, whose ceiling is 0.957 Gbit/s with
 1514-byte frames) with no emulator drop, where a frame-at-a-time receive and send dropped
-20,000-60,000 frames in 10 s. TCP through a delay line is CPU-bound on such a machine: the
+20,000-60,000 frames in 10 s. Pin the TCP congestion control when measuring: new namespaces
+inherit the host's default, and with BBR (this host's) the same link dropped 12,000-19,000
+frames in its queue and retransmitted as many in 10 s, where cubic (which the main benchmark
+and the lab pin) drops tens to hundreds and retransmits almost none; at load 3.5-4.5 cubic
+got 0.88-0.92 Gbit/s with no emulator drop, its shortfall from the ceiling the time the
+delay line waits for a CPU (tens of ms at p99 during TCP), which a queue of two BDPs did not
+recover. TCP through a delay line is CPU-bound on such a machine: the
 delay line, both TCP stacks and the traffic tools share two cores. Without a rate the
 delay line's own forwarding capacity sets the TCP rate (0.68-0.85 Gbit/s at that load, with
 ``dropped_overload``), so unshaped throughput through a delay line measures the emulator.
