@@ -1,6 +1,6 @@
 """Component labs: self-benchmarks of the relay (relay_lab, on its own namespace network
-labnet with traffic helpers labtools), the ECH endpoints (ech_lab) and the testbed itself
-(testbed_lab).
+labnet with traffic helpers labtools), the ECH endpoints (ech_lab), the testbed itself
+(testbed_lab) and the delay line alone (delayline_lab).
 
 Why apart: the deployable packages (`relay/` above all) must not carry measuring harness or
 import the benchmarks. The labs sit above `benchmarks/` in the layering: they may import
