@@ -391,6 +391,7 @@ func cmdLoad(args []string) error {
 	failOnError := fs.Bool("fail-on-error", false, "exit 1 if any connection failed")
 	curves := fs.String("curves", "", "key exchange groups to offer, e.g. X25519 (default: Go's, X25519MLKEM768 first)")
 	keepAlive := fs.Duration("keep-alive", 0, "keep a device's HTTP connection to a site open this long after use and send its next visit there over it (0: a new connection per visit)")
+	coalesce := fs.Bool("coalesce", false, "with --keep-alive: send a visit to another site over an open HTTP/2 connection when the site resolves to its address and its certificate covers the site, as browsers coalesce (RFC 9113 sec. 9.1.1)")
 	profilesFile := fs.String("profiles", "", "JSON {name: device profile} (ttl, hop_limit, mss, rcvbuf, netns, min_tls, cipher_suites, curves, alpn, no_tickets); workload lines pick one with \"profile\"")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -417,7 +418,7 @@ func cmdLoad(args []string) error {
 		DNS:    *dns, RootCAs: pool, Path: *path, Session: *session, PageN: *pageN, Family: *family,
 		Concurrency: *conc, Count: *count, Rate: *rate, Duration: *duration, Poisson: *arrivals == "poisson",
 		MaxInflight: *maxIn, Proxies: proxies, NoECH: *noECH, Port: *port, Timeout: *timeout,
-		DNSCache: *dnsCache, RunID: *runID, Seed: *seed, KeepAlive: *keepAlive,
+		DNSCache: *dnsCache, RunID: *runID, Seed: *seed, KeepAlive: *keepAlive, Coalesce: *coalesce,
 	}
 	if *arrivals != "uniform" && *arrivals != "poisson" {
 		return usagef("--arrivals must be uniform or poisson")
@@ -500,6 +501,9 @@ func cmdLoad(args []string) error {
 	}
 	if *keepAlive < 0 {
 		return usagef("--keep-alive must be >= 0")
+	}
+	if *coalesce && *keepAlive == 0 {
+		return usagef("--coalesce needs --keep-alive > 0 (only an open connection can be coalesced onto)")
 	}
 	if *profilesFile != "" {
 		f, err := os.Open(*profilesFile)

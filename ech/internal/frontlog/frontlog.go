@@ -11,7 +11,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
+	"time"
 )
 
 // Record is one connection as the front door saw it. Pointer fields are JSON null when
@@ -56,6 +58,80 @@ type Record struct {
 	JA4        *string `json:"ja4"`
 	TLSGroups  *string `json:"tls_groups"`
 	H2Settings *string `json:"h2_settings"`
+	// Requests and Hosts: the HTTP requests the connection carried, in total and per host
+	// (the request's :authority or Host), hosts in the order of their first request. A
+	// browser reuses an open connection for later requests to the same origin and
+	// coalesces other hostnames onto it when they resolve to the same address and the
+	// certificate covers them (RFC 9113 sec. 9.1.1), so one connection can hold visits to
+	// several sites, which the front door then knows came from one client. Null where the
+	// front door does not see the requests (split front: they travel end to end to the
+	// origin) or a server does not record them (RequestTally).
+	Requests *int           `json:"requests"`
+	Hosts    []HostRequests `json:"hosts"`
+}
+
+// HostRequests is one host's share of a connection's requests: how many, and when the first
+// one arrived (milliseconds after the connection was accepted).
+type HostRequests struct {
+	Host     string  `json:"host"`
+	Requests int     `json:"requests"`
+	FirstMS  float64 `json:"first_ms"`
+}
+
+// RequestTally counts one connection's requests per host for Record.Requests and
+// Record.Hosts. Safe for concurrent use: HTTP/2 streams of one connection are served in
+// parallel. The zero value is ready; Start sets the time FirstMS is measured from.
+type RequestTally struct {
+	mu    sync.Mutex
+	start time.Time
+	n     int
+	hosts []HostRequests
+}
+
+// Start sets the connection's accept time (FirstMS origin).
+func (t *RequestTally) Start(at time.Time) {
+	t.mu.Lock()
+	t.start = at
+	t.mu.Unlock()
+}
+
+// Note records one request for host (port and a trailing dot removed, lower-cased) at time at.
+func (t *RequestTally) Note(host string, at time.Time) {
+	host = normHost(host)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n++
+	for i := range t.hosts {
+		if t.hosts[i].Host == host {
+			t.hosts[i].Requests++
+			return
+		}
+	}
+	first := 0.0
+	if !t.start.IsZero() {
+		first = float64(at.Sub(t.start).Microseconds()) / 1000
+	}
+	t.hosts = append(t.hosts, HostRequests{Host: host, Requests: 1, FirstMS: first})
+}
+
+// Fill sets r.Requests and r.Hosts (left null when no request was noted: a connection that
+// carried none, e.g. a failed handshake, says nothing about hosts).
+func (t *RequestTally) Fill(r *Record) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n == 0 {
+		return
+	}
+	n := t.n
+	r.Requests = &n
+	r.Hosts = append([]HostRequests(nil), t.hosts...)
+}
+
+func normHost(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	return strings.ToLower(strings.TrimSuffix(h, "."))
 }
 
 // Logger serializes records to a file (or discards them).

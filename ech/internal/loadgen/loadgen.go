@@ -97,6 +97,12 @@ type Options struct {
 	// after its last use and sends the next visit to that site over it (a browser's
 	// connection reuse): no new TCP or TLS handshake, no new front-door log line.
 	KeepAlive time.Duration
+	// Coalesce (with KeepAlive): a visit to a site with no open connection of its own goes
+	// over an idle HTTP/2 connection of the same client identity to another site when the
+	// site resolves to that connection's address and port and the connection's certificate
+	// covers the site (RFC 9113 sec. 9.1.1 connection reuse, as browsers coalesce). Off: one
+	// connection per (identity, site), as before.
+	Coalesce bool
 }
 
 // Truth is one ground-truth line: one TCP+TLS connection as the client made it.
@@ -130,6 +136,11 @@ type Truth struct {
 	// Reused: this visit went over an open connection of the same client identity
 	// (--keep-alive); connection fields and client_random are that connection's.
 	Reused bool `json:"reused"`
+	// Coalesced: this visit went over an open connection first made for another site
+	// (Options.Coalesce); ConnSite is the site that connection was made for (its inner
+	// SNI), empty otherwise.
+	Coalesced bool   `json:"coalesced"`
+	ConnSite  string `json:"conn_site"`
 	// extra: the workload record's own fields (WorkItem.Extra), appended to the line.
 	extra []byte
 }
@@ -209,9 +220,12 @@ type Gen struct {
 	tr     *http.Transport
 	// verified caches successful chain verifications (see verifyOnce).
 	verified sync.Map
-	// live holds idle kept-alive connections by (client identity, site) (--keep-alive).
+	// live holds idle kept-alive connections by (client identity, site) (--keep-alive); a
+	// connection that served several sites (Coalesce) is held under each of them. bySub
+	// indexes the same connections by identity, for the coalescing search.
 	liveMu sync.Mutex
 	live   map[liveKey]*liveConn
+	bySub  map[*subscriber]map[*liveConn]struct{}
 }
 
 type liveKey struct {
@@ -226,6 +240,23 @@ type liveConn struct {
 	cc    *http.ClientConn
 	conn  Truth
 	timer *time.Timer
+	// remote is the address and port the connection went to, leaf the server's certificate:
+	// what decides whether another site may be coalesced onto it. keys: where it is parked.
+	remote netip.AddrPort
+	leaf   *x509.Certificate
+	keys   []liveKey
+}
+
+// covers reports whether a visit to site may go over this connection (RFC 9113 sec. 9.1.1):
+// HTTP/2, one of the site's addresses (and its port), and a certificate valid for the site.
+func (lc *liveConn) covers(site string, addrs []netip.Addr, port int) bool {
+	if lc.conn.ALPN != "h2" || lc.leaf == nil || int(lc.remote.Port()) != port {
+		return false
+	}
+	if !slices.Contains(addrs, lc.remote.Addr()) && !slices.Contains(addrs, lc.remote.Addr().Unmap()) {
+		return false
+	}
+	return lc.leaf.VerifyHostname(site) == nil
 }
 
 func (lc *liveConn) close() {
@@ -233,26 +264,64 @@ func (lc *liveConn) close() {
 	_ = lc.raw.Close()
 }
 
-// park keeps a connection for reuse; it is closed after KeepAlive without use.
+// park keeps a connection for reuse under k and every site it served before; it is closed
+// after KeepAlive without use.
 func (g *Gen) park(k liveKey, lc *liveConn) {
 	g.liveMu.Lock()
 	defer g.liveMu.Unlock()
-	if old := g.live[k]; old != nil {
-		// one idle connection per (identity, site): a second one is closed, as a browser
-		// closes surplus idle connections
-		if old.timer.Stop() {
-			go old.close()
-		}
+	if !slices.Contains(lc.keys, k) {
+		lc.keys = append(lc.keys, k)
 	}
-	g.live[k] = lc
+	for _, kk := range lc.keys {
+		if old := g.live[kk]; old != nil && old != lc {
+			// one idle connection per (identity, site): a second one is closed, as a browser
+			// closes surplus idle connections
+			if old.timer.Stop() {
+				g.unlinkLocked(old)
+				go old.close()
+			}
+		}
+		g.live[kk] = lc
+	}
+	if g.bySub[k.sub] == nil {
+		g.bySub[k.sub] = map[*liveConn]struct{}{}
+	}
+	g.bySub[k.sub][lc] = struct{}{}
 	lc.timer = time.AfterFunc(g.o.KeepAlive, func() {
 		g.liveMu.Lock()
-		if g.live[k] == lc {
-			delete(g.live, k)
-		}
+		g.unlinkLocked(lc)
 		g.liveMu.Unlock()
 		lc.close()
 	})
+}
+
+// unlinkLocked removes lc from every key it is parked under (liveMu held).
+func (g *Gen) unlinkLocked(lc *liveConn) {
+	for _, kk := range lc.keys {
+		if g.live[kk] == lc {
+			delete(g.live, kk)
+		}
+		if m := g.bySub[kk.sub]; m != nil {
+			delete(m, lc)
+			if len(m) == 0 {
+				delete(g.bySub, kk.sub)
+			}
+		}
+	}
+}
+
+// claimLocked takes lc out of the idle set for exclusive use; nil if it can no longer be
+// used (its timer fired, or the server closed or filled it).
+func (g *Gen) claimLocked(lc *liveConn) *liveConn {
+	g.unlinkLocked(lc)
+	if !lc.timer.Stop() {
+		return nil // the timer's func closes it
+	}
+	if lc.cc.Err() != nil || lc.cc.Available() < 1 {
+		go lc.close()
+		return nil
+	}
+	return lc
 }
 
 // take removes and returns the idle connection for k, if one is still usable.
@@ -263,24 +332,37 @@ func (g *Gen) take(k liveKey) *liveConn {
 	if lc == nil {
 		return nil
 	}
-	delete(g.live, k)
-	if !lc.timer.Stop() || lc.cc.Err() != nil || lc.cc.Available() < 1 {
-		go lc.close()
+	return g.claimLocked(lc)
+}
+
+// takeCoalescable removes and returns an idle connection of sub that may carry a visit to
+// site (liveConn.covers), the most recently made one first; nil if there is none.
+func (g *Gen) takeCoalescable(sub *subscriber, site string, addrs []netip.Addr, port int) *liveConn {
+	g.liveMu.Lock()
+	defer g.liveMu.Unlock()
+	var best *liveConn
+	for lc := range g.bySub[sub] {
+		if lc.covers(site, addrs, port) && (best == nil || lc.conn.TS > best.conn.TS) {
+			best = lc
+		}
+	}
+	if best == nil {
 		return nil
 	}
-	return lc
+	return g.claimLocked(best)
 }
 
 // closeLive closes every idle connection (end of run: the front door logs each on close).
 func (g *Gen) closeLive() {
 	g.liveMu.Lock()
 	defer g.liveMu.Unlock()
-	for k, lc := range g.live {
+	for _, lc := range g.live {
 		if lc.timer.Stop() {
 			lc.close()
 		}
-		delete(g.live, k)
 	}
+	clear(g.live)
+	clear(g.bySub)
 }
 
 type dialKey struct{}
@@ -323,7 +405,7 @@ func New(o Options) (*Gen, error) {
 	if o.Seed == 0 {
 		o.Seed = uint64(time.Now().UnixNano())
 	}
-	g := &Gen{o: o, res: newResolver(o.DNS, o.DNSCache), subs: map[string]*subscriber{}, live: map[liveKey]*liveConn{},
+	g := &Gen{o: o, res: newResolver(o.DNS, o.DNSCache), subs: map[string]*subscriber{}, live: map[liveKey]*liveConn{}, bySub: map[*subscriber]map[*liveConn]struct{}{},
 		out: make(chan *Truth, 4096), wdone: make(chan struct{}), rng: mrand.New(mrand.NewPCG(o.Seed, 0x5eed))}
 	alpn := o.ALPN
 	if len(alpn) == 0 {
@@ -644,6 +726,12 @@ func (g *Gen) flow(ctx context.Context, spec flowSpec) {
 	fam := g.family(spec.addr)
 	t0 := time.Now()
 	info, dnsMS, cached, err := g.res.lookup(spec.site, fam)
+	if err == nil && g.o.KeepAlive > 0 && g.o.Coalesce {
+		if lc := g.takeCoalescable(spec.sub, spec.site, info.addrs, g.sitePort(info)); lc != nil {
+			g.reuse(ctx, spec, lc, flowID, late)
+			return
+		}
+	}
 	base := Truth{TS: unix(t0), Subscriber: spec.sub.id, FlowID: flowID, Site: spec.site, Path: spec.path,
 		DNSCached: cached, Attempt: 1, LateMS: float64(late.Microseconds()) / 1000, extra: spec.extra}
 	base.DNSMS = &dnsMS
@@ -680,6 +768,9 @@ func (g *Gen) reuse(ctx context.Context, spec flowSpec, lc *liveConn, flowID str
 	t0 := time.Now()
 	t := lc.conn
 	t.TS, t.FlowID, t.Path, t.Attempt, t.Reused = unix(t0), flowID, spec.path, 1, true
+	if spec.site != lc.conn.Site {
+		t.Coalesced, t.ConnSite = true, lc.conn.Site
+	}
 	t.LateMS, t.extra, t.Subscriber, t.Site = float64(late.Microseconds())/1000, spec.extra, spec.sub.id, spec.site
 	ctx, cancel := context.WithTimeout(ctx, g.o.Timeout)
 	defer cancel()
@@ -703,13 +794,7 @@ func (g *Gen) connect(ctx context.Context, spec flowSpec, info *siteInfo, ech []
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.o.Timeout)
 	defer cancel()
-	port := g.o.Port
-	if port == 0 {
-		port = 443
-		if info.port != 0 {
-			port = int(info.port)
-		}
-	}
+	port := g.sitePort(info)
 	remote := info.addrs[int(g.flowN.Load())%len(info.addrs)]
 	target := netip.AddrPortFrom(remote, uint16(port))
 	t.RemoteAddr, t.RemotePort = remote.Unmap().String(), port
@@ -766,7 +851,11 @@ func (g *Gen) connect(ctx context.Context, spec flowSpec, info *siteInfo, ech []
 			idt := *t
 			idt.Error, idt.TTFBMS, idt.TotalMS, idt.Requests, idt.Bytes, idt.Status = nil, nil, nil, 0, 0, 0
 			idt.DNSMS, idt.ConnectMS, idt.TLSMS, idt.DNSCached = nil, nil, nil, false
-			g.park(liveKey{spec.sub, spec.site}, &liveConn{raw: raw, cc: cc, conn: idt})
+			lc := &liveConn{raw: raw, cc: cc, conn: idt, remote: target}
+			if len(cs.PeerCertificates) > 0 {
+				lc.leaf = cs.PeerCertificates[0]
+			}
+			g.park(liveKey{spec.sub, spec.site}, lc)
 			parked = true
 		} else {
 			_ = cc.Close()
@@ -774,6 +863,17 @@ func (g *Gen) connect(ctx context.Context, spec flowSpec, info *siteInfo, ech []
 	}
 	t.TotalMS = msp(time.Since(t0))
 	return nil
+}
+
+// sitePort is the port a site's connections go to: --port, else the HTTPS record's, else 443.
+func (g *Gen) sitePort(info *siteInfo) int {
+	if g.o.Port != 0 {
+		return g.o.Port
+	}
+	if info.port != 0 {
+		return int(info.port)
+	}
+	return 443
 }
 
 // dial connects from the flow's source address, with its device profile's socket options
