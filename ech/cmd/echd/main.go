@@ -143,6 +143,7 @@ func cmdServe(args []string, mode string) error {
 	defRoute := fs.String("default-route", "", "split mode: origin HOST:PORT for names no --route matches")
 	curves := fs.String("curves", "", "restrict key exchange groups, e.g. P256 (testing HelloRetryRequest)")
 	idle := fs.Duration("idle-timeout", 30*time.Second, "close idle HTTP connections after this long")
+	certGroup := fs.Int("cert-group", 0, "numbered sites share certificates, this many names each (a CDN's shared certificates; lets clients coalesce connections); 0: one per name")
 	hsTimeout := fs.Duration("handshake-timeout", 10*time.Second, "abort TLS handshakes taking longer")
 	saveSYN := fs.Bool("save-syn", true, "log each client's SYN fingerprint (TCP_SAVE_SYN on the listener; Linux)")
 	echDecrypt := fs.String("ech-decrypt", "self", "serve: who decrypts ECH: 'self' (echd, crypto/hpke; key parsed once) or 'tls' (crypto/tls EncryptedClientHelloKeys)")
@@ -213,7 +214,7 @@ func cmdServe(args []string, mode string) error {
 	defer log.Close()
 	ts := &server.TLSServer{
 		Mode: mode, CA: ca, Sites: sites, PublicName: *public, Keys: ks, Resumption: *resumption,
-		Log: log, HandshakeTimeout: *hsTimeout, IdleTimeout: *idle,
+		Log: log, HandshakeTimeout: *hsTimeout, IdleTimeout: *idle, CertGroup: *certGroup,
 		SelfDecrypt: mode == "shared" && *echDecrypt == "self",
 	}
 	if *echDecrypt != "self" && *echDecrypt != "tls" {

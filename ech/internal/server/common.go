@@ -154,6 +154,9 @@ type connState struct {
 	ja4    string
 	groups string
 	h2     atomic.Pointer[string]
+	// reqs: the HTTP requests served on this connection, per host (shared mode: the front
+	// door serves them; see noteRequests).
+	reqs frontlog.RequestTally
 
 	log  *frontlog.Logger
 	once sync.Once
@@ -169,6 +172,7 @@ func newConnState(c net.Conn, mode string, log *frontlog.Logger) *connState {
 		local: c.LocalAddr(), capturing: true, log: log, echState: "none",
 	}
 	st.syn, st.rttUS = frontlog.Transport(c)
+	st.reqs.Start(st.accepted)
 	return st
 }
 
@@ -241,6 +245,7 @@ func (st *connState) finish() {
 			rec.RTTUS = &v
 		}
 		rec.JA4, rec.TLSGroups, rec.H2Settings = frontlog.Str(st.ja4), frontlog.Str(st.groups), st.h2.Load()
+		st.reqs.Fill(rec)
 		st.head = nil
 		st.log.Write(rec)
 	})

@@ -39,6 +39,11 @@ type TLSServer struct {
 	// handshake. Undecryptable hellos still go to crypto/tls, which sends retry configs.
 	SelfDecrypt bool
 	IdleTimeout time.Duration
+	// CertGroup > 1: numbered sites share certificates, CertGroup names each (site-0001 ..
+	// site-000N on one, and so on), as a CDN's shared certificates list many customers'
+	// names. A browser may then coalesce visits to those sites onto one HTTP/2 connection
+	// (RFC 9113 sec. 9.1.1). 0 or 1: one certificate per name.
+	CertGroup int
 
 	base  *tls.Config
 	tmpl  *tls.Config
@@ -78,7 +83,8 @@ func (s *TLSServer) Init() error {
 	s.base.GetConfigForClient = s.configForClient
 	s.hl = newChanListener(&net.TCPAddr{})
 	s.hs = &http.Server{
-		Handler:           Handler(s.Mode),
+		Handler:           noteRequests(Handler(s.Mode)),
+		ConnContext:       withConnState,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       s.IdleTimeout,
 		ErrorLog:          log.New(io.Discard, "", 0),
@@ -97,6 +103,9 @@ func (s *TLSServer) getCertificate(chi *tls.ClientHelloInfo) (*tls.Certificate, 
 			st.err = fmt.Errorf("%w %q", errUnknownSite, name)
 		}
 		return nil, fmt.Errorf("%w %q", errUnknownSite, name)
+	}
+	if group := s.certGroup(name); group != nil {
+		return s.CA.CertificateFor(group)
 	}
 	return s.CA.Certificate(name)
 }

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"strings"
 	"time"
 )
 
@@ -135,14 +136,21 @@ func LoadPool(path string) (*x509.CertPool, error) {
 
 // Certificate returns the (cached) leaf for name, issuing it on first use.
 func (ca *CA) Certificate(name string) (*tls.Certificate, error) {
+	return ca.CertificateFor([]string{name})
+}
+
+// CertificateFor returns the (cached) leaf naming every one of names (the first is the
+// subject), issuing it on first use: a shared certificate as CDNs use.
+func (ca *CA) CertificateFor(names []string) (*tls.Certificate, error) {
+	name := strings.Join(names, ",")
 	if c, ok := ca.cache.Load(name); ok {
 		return c.(*tls.Certificate), nil
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
+		Subject:      pkix.Name{CommonName: names[0]},
+		DNSNames:     append([]string(nil), names...),
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(7 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
