@@ -54,6 +54,7 @@ class BenchEnv:
     epoch_s: float = 60.0
     resumption: bool = False  # TLS session tickets at the front door (linkability runs)
     named_sites: tuple[str, ...] = ()  # sites beyond site-NNNN.example (the trait's sites)
+    cert_group: int = 0  # names per shared certificate at the front door (coalescing)
     relay: RelayDeployment | None = None
     cdn: ech_service.CdnDeployment | None = None
     dns: dns_service.DnsServer | None = None
@@ -85,7 +86,7 @@ class BenchEnv:
             front_node=self.net[roles.front_door], ca_dir=ca_dir, key_dir=key_dir,
             mode=self.ech_mode, origin_node=self.net[roles.origins[0]], origin_listen="[::]:8443",
             origin_connect=f"{plan.origin(0)[0]}:8443", resumption=self.resumption,
-            named_sites=self.named_sites,
+            named_sites=self.named_sites, cert_group=self.cert_group,
             workdir=self.workdir / "cdn",
         ).start()
         self.sites = dns_service.site_names(self.cdn.sites, self.named_sites)

@@ -54,6 +54,10 @@ POLICY_RUNS = (
 )
 
 
+#: Names per shared front-door certificate when coalescing (a CDN's multi-name certificates).
+COALESCE_CERT_GROUP = 10
+
+
 @dataclass(frozen=True)
 class LinkabilityParams:
     """Defaults are the full profile: 600 s of workload and 500 households of which a fifth
@@ -260,7 +264,8 @@ def run_linkability(base: Scenario, params: LinkabilityParams, run_dir: Path,
                               f"{c['devices']} devices")
         env = BenchEnv(net, registry.make_tmpdir("linkability"), ech_mode="shared",
                        pool_size=params.pool_size, epoch_s=params.epoch_s, resumption=True,
-                       named_sites=tuple(workload.params.sensitive_sites))
+                       named_sites=tuple(workload.params.sensitive_sites),
+                       cert_group=COALESCE_CERT_GROUP if params.coalesce else 0)
         env.start(["direct"])
         truth: dict[str, Path] = {}
         front: dict[str, Path] = {}

@@ -308,6 +308,9 @@ class CdnDeployment:
     named_sites: Sequence[str] = ()
     resumption: bool = True
     workdir: Path | None = None  # default: temp dirs from the node's run registry
+    #: shared mode: numbered sites share certificates, this many names each (echd serve
+    #: --cert-group), so clients can coalesce connections; 0 = one certificate per name
+    cert_group: int = 0
     front: FrontDoor | None = field(default=None, init=False)
     origin: Origin | None = field(default=None, init=False)
 
@@ -330,7 +333,10 @@ class CdnDeployment:
                                key_dir=self.key_dir, listen=self.listen,
                                public_name=self.public_name, sites=self.sites,
                                named_sites=self.named_sites, resumption=self.resumption,
-                               default_route=default_route, workdir=self._sub("front"))
+                               default_route=default_route, workdir=self._sub("front"),
+                               extra_args=(["--cert-group", str(self.cert_group)]
+                                           if self.cert_group and self.mode == "shared"
+                                           else []))
         self.front.start(timeout)
         return self
 

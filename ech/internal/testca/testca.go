@@ -18,8 +18,8 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
-	"sync"
 	"strings"
+	"sync"
 	"time"
 )
 
