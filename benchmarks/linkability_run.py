@@ -104,6 +104,9 @@ class LinkabilityParams:
         if not 0 <= self.keep_alive_s < 30:
             raise ParameterError("keep-alive", self.keep_alive_s,
                                  "0 (off) .. below the front door's 30 s idle timeout")
+        if self.coalesce and self.keep_alive_s <= 0:
+            raise ParameterError("coalesce", "on", "only with keep-alive > 0 (a connection "
+                                 "must stay open to be coalesced onto)")
         if not 0 <= self.delay_classes <= 16:
             raise ParameterError("delay classes", self.delay_classes,
                                  "0 (no access delay) .. 16 (one delay line each)")

@@ -414,6 +414,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         link = replace(link, households=args.households)
     if args.workload_duration is not None:
         link = replace(link, duration_s=args.workload_duration)
+    if args.keep_alive is not None:
+        link = replace(link, keep_alive_s=args.keep_alive)
+    if args.coalesce:
+        link = replace(link, coalesce=True)
     family = FAMILY_OPTIONS[args.family] if args.family is not None else None
     require_root()
     return run_main_job(scenario, profile=args.profile, benchmarks=args.benchmarks,
@@ -512,6 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "profile's, 60 quick, 600 full)")
     g.add_argument("--model", choices=("quick", "full", "none"), default="quick",
                    help="ISP-scale model: quick (10^5 subscribers), full (10^6) or none")
+    g.add_argument("--keep-alive", type=float, metavar="S",
+                   help="devices keep HTTP/2 connections open S seconds and reuse them "
+                        "(0..29; default 0: one connection per visit)")
+    g.add_argument("--coalesce", action="store_true",
+                   help="with --keep-alive: visits to other sites coalesce onto an open "
+                        "connection whose certificate covers them, as browsers do (the "
+                        "front door then shares certificates, 10 names each)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="re-render a report from a run's raw records")

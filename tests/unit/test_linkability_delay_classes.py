@@ -48,3 +48,15 @@ def test_bad_parameters_are_rejected() -> None:
         WorkloadParams(delay_classes=-1)
     with pytest.raises(ValueError):
         WorkloadParams(access_rtt_ms=(30.0, 2.0))
+
+
+def test_coalescing_without_keep_alive_is_a_usage_error_naming_both() -> None:
+    from dataclasses import replace
+
+    from benchmarks.linkability_run import LinkabilityParams
+    from testbed.errors import ParameterError
+
+    params = replace(LinkabilityParams.for_profile("quick"), coalesce=True, keep_alive_s=0.0)
+    with pytest.raises(ParameterError, match="keep-alive"):
+        params.validate(10_000)
+    assert replace(params, keep_alive_s=20.0).validate(10_000).coalesce
