@@ -27,10 +27,12 @@ How, per capture (one block of the schedule):
    of its flow's MSS; MSSs 20 bytes apart), and to the ruleset active when it arrived.
    Packets that arrived during a switch are set aside. The reply direction carries bare
    ACKs that the trace cannot tell apart, so it is not used.
-4. Per path: the median per-packet time of *its own flow's* packets while *its own
-   policy's ruleset* was active (ns/packet). So each path's figure carries both what its
-   policy does per packet through its rules and through its flows' conntrack/NAT state,
-   and the paths' figures come from interleaved windows of one capture.
+4. Per path: the trimmed mean (20% cut at each end) of the per-packet times of *its own
+   flow's* packets while *its own policy's ruleset* was active (ns/packet; see
+   `trimmed_mean` for why not the median). All flows' senders share one core. So each
+   path's figure carries both what its policy does per packet through its rules and
+   through its flows' conntrack/NAT state, and the paths' figures come from interleaved
+   windows of one capture.
 
 Per-flow rule work (the SNAT choice on a flow's first packet) is not per-packet cost; the
 connection-rate benchmark measures it. Packets are single segments, as a router's NIC hands
@@ -75,7 +77,14 @@ from testbed.waiting import WaitTimeout, wait_until
 #: the lengths tell the flows apart; 20 bytes apart keeps any per-byte cost below ~0.2%.
 FLOW_MSS: tuple[int, ...] = (1400, 1380, 1360, 1340)
 #: Seconds each policy's ruleset stays active during a capture before the next switch.
-WINDOW_S = 0.15
+#: Short, so that every path gets many windows per capture: on a quiet machine per-packet
+#: time flips between ~2.75 and ~3.6 us for stretches of a few hundred ms (CPU idle and
+#: frequency states; under load the cores never idle and it stays at 2.75), and with 150 ms
+#: windows (2-3 per path) one slow window moved a path's median (24 blocks left cfr-flow
+#: undecided, x1.005 [0.982, 1.044]).
+WINDOW_S = 0.05
+#: Share of packets cut from each end before averaging a path's per-packet times.
+TRIM = 0.2
 #: Fewer attributed packets than this for a path make the capture unusable (not a result).
 MIN_PACKETS = 40
 #: A packet length counts as a flow when it carries at least this share of data packets.
@@ -196,6 +205,21 @@ def attribute(packets: Sequence[UpPacket], windows: Sequence[Window],
     return out
 
 
+def trimmed_mean(values: Sequence[float], cut: float = TRIM) -> float:
+    """Mean of the values between the `cut` and 1 - `cut` quantiles.
+
+    Why not the median: per-packet time is a mixture of two machine states (~2.75 and
+    ~3.5 us on the development VM, idle and frequency states of the cores) that the
+    interleaved windows give every path in about the same proportion; a mixture's median
+    jumps from one mode to the other when that proportion is near one half, its trimmed
+    mean moves smoothly with it (and with a cost added to any share of the packets), while
+    the trimming keeps interrupts and stalls inside a packet out."""
+    xs = sorted(values)
+    k = int(len(xs) * cut)
+    kept = xs[k:len(xs) - k] or xs
+    return sum(kept) / len(kept)
+
+
 def results(capture: JointCapture, paths: Sequence[str], capture_id: int,
             extra_common: Mapping[str, Any]) -> tuple[dict[str, Result], str | None]:
     """Per-path results, or a capture problem (then every path's value is None)."""
@@ -213,7 +237,7 @@ def results(capture: JointCapture, paths: Sequence[str], capture_id: int,
     for path in paths:
         ns = capture.per_path_ns.get(path, [])
         cross = capture.cross_ns.get(path, [])
-        median = statistics.median(ns) if ns else None
+        median = trimmed_mean(ns) if ns else None
         nbytes = capture.per_path_bytes.get(path, 0)
         extra: dict[str, Any] = {
             **extra_common, "joint_capture": capture_id, "paths_together": list(paths),
@@ -223,6 +247,7 @@ def results(capture: JointCapture, paths: Sequence[str], capture_id: int,
         }
         if median is not None and nbytes:
             extra["cpu_s_per_gbit"] = median * len(ns) / 1e9 / (nbytes * 8 / 1e9)
+            extra["median_ns"] = round(statistics.median(ns), 1)
             extra["mean_bytes"] = round(nbytes / len(ns))
         if problem:
             extra["capture_problem"] = problem
@@ -308,9 +333,9 @@ class JointSampler:
             for path, (addr, port) in zip(order, servers, strict=False):
                 env.select(path)
                 argv = client.command(
-                    ["iperf3", "-c", addr, "-p", str(port), "-B", env.client_source(self.family),
-                     "-M", str(mss[path]), "-b", f"{rate / len(order):g}M", "-C", cc,
-                     "-t", str(int(duration + 30))])
+                    [*_same_core(), "iperf3", "-c", addr, "-p", str(port),
+                     "-B", env.client_source(self.family), "-M", str(mss[path]),
+                     "-b", f"{rate / len(order):g}M", "-C", cc, "-t", str(int(duration + 30))])
                 flows.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                               stderr=subprocess.PIPE, text=True,
                                               start_new_session=True))
@@ -378,6 +403,15 @@ class JointSampler:
     def _all_failed(self, problem: str) -> tuple[dict[str, Result], str]:
         return ({p: ({"forwarding_cost": None}, {"capture_problem": problem})
                  for p in self.paths}, problem)
+
+
+def _same_core() -> list[str]:
+    """taskset prefix putting every flow's sender on one core: a forwarded packet is
+    processed in softirq on the core its sender transmitted from, so flows on different
+    cores would each carry their core's state (the perf writer, the switching `nft`, idle
+    exits) into their path's figure; on one core they share it."""
+    cores = sorted(os.sched_getaffinity(0))
+    return ["taskset", "-c", str(cores[0])] if len(cores) > 1 else []
 
 
 #: ethtool -k feature names -> ethtool -K keywords, turned off while a capture runs

@@ -127,3 +127,13 @@ def test_capture_problems_are_retried_and_kept() -> None:
     values, extra = s.sample("cgn", {})
     assert values == {"forwarding_cost": 3.0}  # the second capture (runs counts both calls)
     assert extra["attempts"] == 2 and extra["capture_problems"] == ["lost"]
+
+
+def test_trimmed_mean_follows_a_mixtures_share_smoothly_and_ignores_stalls() -> None:
+    fast, slow = [2750.0] * 50, [3500.0] * 50
+    # near a 50/50 mixture the median jumps between the modes, the trimmed mean does not
+    a = joint.trimmed_mean(fast[:26] + slow[:24] + [900_000.0])
+    b = joint.trimmed_mean(fast[:24] + slow[:26] + [900_000.0])
+    assert abs(b - a) < 60  # two packets of 51 moved: a small step
+    assert 3000 < a < 3250 and 3000 < b < 3250
+    assert joint.trimmed_mean([2750.0] * 40 + [1e6] * 5) == 2750.0  # stalls cut off
