@@ -25,7 +25,7 @@ on a quiet machine, but the machine's state moves per-packet times by 20-40% bet
 captures seconds apart, so three quick runs left cfr-flow/cgn undecided at 5%. The suite's
 definitions therefore use the paired mode (`concurrent_paths`, benchmarks/forwarding_joint.py):
 one capture per block carries every compared policy's flow and rules, interleaved within
-150 ms, and decides at the first look with a CI about 0.5% wide. The notes below describe
+50 ms, and decides within 8-16 blocks with CIs 1-3% wide. The notes below describe
 the one-path mode; the paired module's docstring says what differs.
 
 Estimates, per sample and direction (up = subscriber to Internet, down = back): the median

@@ -42,10 +42,12 @@ packets of a switch's own moment are dropped from the figure, so a regression th
 only the switch itself is conn_rate's or the rotation lab's to catch, not this one's; IPv4
 and IPv6 sets are captured separately (one sampler per family).
 
-Measured (load average 7-8, quick profile): cgn 2.77 us/packet, cfr-flow/cgn x1.00 [0.996,
-1.001] and cfr-epoch/cgn x1.00 [0.996, 1.004] after 8 blocks; positive controls, 16 and 40
-no-op rules planted in cfr-flow's forward chain: x1.065 [1.060, 1.066] and x1.166 [1.161,
-1.167], worse (tests/integration/test_forwarding_cost_control.py).
+Measured (quick profile): cgn 2.77 us/packet. At load average 7-8 (median estimator, 150 ms
+windows) cfr-flow/cgn x1.00 [0.996, 1.001] after 8 blocks; 16 and 40 no-op rules planted in
+cfr-flow's forward chain (positive controls) x1.065 [1.060, 1.066] and x1.166 [1.161, 1.167],
+worse. On a quiet machine (this design) x0.996 [0.969, 1.002] and cfr-epoch x1.001 [0.989,
+1.013] after 16 blocks; 40 planted rules x1.14 [1.10, 1.23], worse after 8
+(tests/integration/test_forwarding_cost_control.py).
 
 Over 400 lines on purpose: one capture procedure (flows, rotation, perf, attribution, per-
 path figures) whose steps share their timing and are tested as pure functions; splitting it
