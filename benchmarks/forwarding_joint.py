@@ -27,12 +27,15 @@ How, per capture (one block of the schedule):
    of its flow's MSS; MSSs 20 bytes apart), and to the ruleset active when it arrived.
    Packets that arrived during a switch are set aside. The reply direction carries bare
    ACKs that the trace cannot tell apart, so it is not used.
-4. Per path: the trimmed mean (20% cut at each end) of the per-packet times of *its own
-   flow's* packets while *its own policy's ruleset* was active (ns/packet; see
-   `trimmed_mean` for why not the median). All flows' senders share one core. So each
-   path's figure carries both what its policy does per packet through its rules and
-   through its flows' conntrack/NAT state, and the paths' figures come from interleaved
-   windows of one capture.
+4. Per path, from *its own flow's* packets while *its own policy's ruleset* was active:
+   per window the trimmed mean (20% cut at each end; see `trimmed_mean` for why not the
+   median) of the per-packet times; the path's ratio to the reference (the first path of
+   the set, cgn) is the median over rotation rounds of its window figure over the
+   reference's in the same round (`round_paired_ratio`), and its figure (ns/packet) the
+   reference's trimmed mean over the capture times that ratio. All flows' senders share
+   one core. So each path's figure carries what its policy does per packet through its
+   rules and through its flows' conntrack/NAT state, compared with the reference's within
+   ~200 ms.
 
 Per-flow rule work (the SNAT choice on a flow's first packet) is not per-packet cost; the
 connection-rate benchmark measures it. Packets are single segments, as a router's NIC hands
@@ -42,12 +45,14 @@ packets of a switch's own moment are dropped from the figure, so a regression th
 only the switch itself is conn_rate's or the rotation lab's to catch, not this one's; IPv4
 and IPv6 sets are captured separately (one sampler per family).
 
-Measured (quick profile): cgn 2.77 us/packet. At load average 7-8 (median estimator, 150 ms
-windows) cfr-flow/cgn x1.00 [0.996, 1.001] after 8 blocks; 16 and 40 no-op rules planted in
-cfr-flow's forward chain (positive controls) x1.065 [1.060, 1.066] and x1.166 [1.161, 1.167],
-worse. On a quiet machine (this design) x0.996 [0.969, 1.002] and cfr-epoch x1.001 [0.989,
-1.013] after 16 blocks; 40 planted rules x1.14 [1.10, 1.23], worse after 8
-(tests/integration/test_forwarding_cost_control.py).
+Measured (quick profile): cgn 2.77 us/packet. With round pairing, quiet machine: decided
+after 8 blocks, cfr-flow x1.001 [0.994, 1.002], cfr-epoch x1.002 [0.994, 1.003]; before it
+(capture-wide trimmed means) one quiet run in three left cfr-epoch undecided. At load
+average 7-8 (median estimator, 150 ms windows) cfr-flow/cgn x1.00 [0.996, 1.001] after 8
+blocks; 16 and 40 no-op rules planted in cfr-flow's forward chain (positive controls) x1.065
+[1.060, 1.066] and x1.166 [1.161, 1.167], worse. On a quiet machine (this design) x0.996
+[0.969, 1.002] and cfr-epoch x1.001 [0.989, 1.013] after 16 blocks; 40 planted rules x1.14
+[1.10, 1.23], worse after 8 (tests/integration/test_forwarding_cost_control.py).
 
 Over 400 lines on purpose: one capture procedure (flows, rotation, perf, attribution, per-
 path figures) whose steps share their timing and are tested as pure functions; splitting it
@@ -87,6 +92,8 @@ FLOW_MSS: tuple[int, ...] = (1400, 1380, 1360, 1340)
 WINDOW_S = 0.05
 #: Share of packets cut from each end before averaging a path's per-packet times.
 TRIM = 0.2
+#: A window contributes to the round pairing only with at least this many own-rules packets.
+MIN_WINDOW_PACKETS = 20
 #: Fewer attributed packets than this for a path make the capture unusable (not a result).
 MIN_PACKETS = 40
 #: A packet length counts as a flow when it carries at least this share of data packets.
@@ -119,6 +126,7 @@ class Window:
     path: str
     start: float  # CLOCK_MONOTONIC seconds, after the switch completed
     end: float    # when the next switch began (or the capture ended)
+    round: int = 0  # rotation round: every path's ruleset once, in random order
 
 
 @dataclass
@@ -145,6 +153,8 @@ class JointCapture:
     unattributed: int = 0
     lost_events: int = 0
     key_of_path: dict[str, int] = field(default_factory=dict)
+    #: (round, path) -> that path's own-rules packet times in its window of that round
+    per_window_ns: dict[tuple[int, str], list[float]] = field(default_factory=dict)
 
 
 def up_packets(lines: Iterable[str], ingress: Sequence[str],
@@ -201,6 +211,7 @@ def attribute(packets: Sequence[UpPacket], windows: Sequence[Window],
         rules = ordered[i].path
         if rules == flow:
             out.per_path_ns.setdefault(flow, []).append(p.took_ns)
+            out.per_window_ns.setdefault((ordered[i].round, flow), []).append(p.took_ns)
             out.per_path_bytes[flow] = out.per_path_bytes.get(flow, 0) + p.size
         else:
             out.cross_ns.setdefault(flow, []).append(p.took_ns)
@@ -222,6 +233,26 @@ def trimmed_mean(values: Sequence[float], cut: float = TRIM) -> float:
     return sum(kept) / len(kept)
 
 
+def round_paired_ratio(per_window: Mapping[tuple[int, str], Sequence[float]], path: str,
+                       ref: str) -> tuple[float | None, int]:
+    """Median over rotation rounds of (path's window figure / reference's window figure in
+    the same round), and the rounds used; (1.0, n) for the reference itself.
+
+    Why pair by round: the machine's slow and fast states last tens to hundreds of ms, so
+    even interleaved 50 ms windows gave paths different shares of slow packets in one
+    capture (a quiet run left cfr-epoch undecided at x1.013 [0.959, 1.048]); windows of one
+    round, at most ~200 ms apart, mostly share their state."""
+    ratios = []
+    rounds = sorted({r for r, p in per_window if p == path})
+    for r in rounds:
+        mine, theirs = per_window.get((r, path), []), per_window.get((r, ref), [])
+        if len(mine) >= MIN_WINDOW_PACKETS and len(theirs) >= MIN_WINDOW_PACKETS:
+            ratios.append(trimmed_mean(mine) / trimmed_mean(theirs))
+    if not ratios:
+        return None, 0
+    return statistics.median(ratios), len(ratios)
+
+
 def results(capture: JointCapture, paths: Sequence[str], capture_id: int,
             extra_common: Mapping[str, Any]) -> tuple[dict[str, Result], str | None]:
     """Per-path results, or a capture problem (then every path's value is None)."""
@@ -236,16 +267,25 @@ def results(capture: JointCapture, paths: Sequence[str], capture_id: int,
             problem = (f"fewer than {MIN_PACKETS} packets under their own rules for "
                        f"{', '.join(few)}: capture not used")
     out: dict[str, Result] = {}
+    ref = paths[0]
+    ref_ns = capture.per_path_ns.get(ref, [])
     for path in paths:
         ns = capture.per_path_ns.get(path, [])
         cross = capture.cross_ns.get(path, [])
         median = trimmed_mean(ns) if ns else None
+        rel, rounds = round_paired_ratio(capture.per_window_ns, path, ref)
+        if path != ref and ref_ns and rel is not None:
+            # the reference's level in this capture times the path's round-paired ratio
+            median = trimmed_mean(ref_ns) * rel
         nbytes = capture.per_path_bytes.get(path, 0)
         extra: dict[str, Any] = {
             **extra_common, "joint_capture": capture_id, "paths_together": list(paths),
             "packets": len(ns), "packet_key": capture.key_of_path.get(path),
             "median_ns_other_rules": round(statistics.median(cross), 1) if cross else None,
             "set_aside": capture.set_aside, "unattributed": capture.unattributed,
+            "reference": ref, "ratio_to_reference": None if rel is None else round(rel, 5),
+            "paired_rounds": rounds,
+            "trimmed_mean_ns": round(trimmed_mean(ns), 1) if ns else None,
         }
         if median is not None and nbytes:
             extra["cpu_s_per_gbit"] = median * len(ns) / 1e9 / (nbytes * 8 / 1e9)
@@ -384,13 +424,15 @@ class JointSampler:
         windows: list[Window] = []
         deadline = time.monotonic() + duration + fwd.PERF_GRACE_S
         try:
+            rnd = 0
             while perf.poll() is None and time.monotonic() < deadline:
+                rnd += 1
                 for path in random.sample(self.paths, len(self.paths)):
                     began = time.monotonic()
                     if windows:
                         windows[-1].end = began
                     self.env.select(path)
-                    windows.append(Window(path, time.monotonic(), float("inf")))
+                    windows.append(Window(path, time.monotonic(), float("inf"), rnd))
                     time.sleep(WINDOW_S)
                     if perf.poll() is not None:
                         break

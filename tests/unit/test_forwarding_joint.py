@@ -137,3 +137,19 @@ def test_trimmed_mean_follows_a_mixtures_share_smoothly_and_ignores_stalls() -> 
     assert abs(b - a) < 60  # two packets of 51 moved: a small step
     assert 3000 < a < 3250 and 3000 < b < 3250
     assert joint.trimmed_mean([2750.0] * 40 + [1e6] * 5) == 2750.0  # stalls cut off
+
+
+def test_round_pairing_cancels_a_machine_state_the_paths_met_in_different_shares() -> None:
+    per_window: dict[tuple[int, str], list[float]] = {}
+    for r in range(10):
+        level = 3500.0 if r % 3 == 0 else 2750.0  # the machine's state in this round
+        per_window[(r, "cgn")] = [level] * 30
+        # cfr-flow costs 10% more per packet, whatever the state
+        per_window[(r, "cfr-flow")] = [level * 1.10] * 30
+    per_window[(10, "cfr-flow")] = [5000.0] * 30  # a round without the reference: unused
+    per_window[(11, "cfr-flow")] = [5000.0] * 5   # too few packets in the reference's too
+    per_window[(11, "cgn")] = [2750.0] * 5
+    ratio, rounds = joint.round_paired_ratio(per_window, "cfr-flow", "cgn")
+    assert ratio == pytest.approx(1.10) and rounds == 10
+    assert joint.round_paired_ratio(per_window, "cgn", "cgn") == (1.0, 10)
+    assert joint.round_paired_ratio({}, "cfr-flow", "cgn") == (None, 0)
