@@ -1,7 +1,7 @@
 """Positive and negative control of the forwarding-cost instrument on the real relay.
 
 40 no-op rules planted in cfr-flow's forward chain cost every forwarded packet about 0.4 us
-(~15%: measured x1.14 [1.10, 1.23]); the paired capture must call cfr-flow `worse`
+(~15%: measured x1.17 [1.15, 1.17]); the paired capture must call cfr-flow `worse`
 than cgn and, in the same run, keep cfr-epoch (rules untouched) `equivalent`. A detector
 that cannot see a 15% per-packet regression, or sees one that is not there, fails here."""
 
