@@ -44,6 +44,10 @@ only; CFR pools per family; fresh IPv6 aliases every epoch). Otherwise pool poli
 modelled as IPv4-like: their prefix columns equal the address, i.e. an
 IPv6 alias pool is assumed to give each alias its own /64 or more. (A pool packed into one
 /64 only makes prefix linkers join everything, i.e. chance precision: no worse for privacy.)
+
+Over 400 lines on purpose: the trace generator and each policy's alias choice are one
+vectorised model of the relay (relay/policies.py), kept together so that a policy's
+semantics are read, and tested, in one place.
 """
 
 from __future__ import annotations

@@ -38,6 +38,10 @@ them; the only cross-window state is the household table (seeded, regenerated an
 Households can be sharded too (components are per household), except that the cells mix
 households: a shard must hold whole cells, i.e. shard by alias, not by household, for the
 pool policies.
+
+Over 400 lines on purpose: one streamed pass (windows, per-policy alias choice, scoring,
+memory reuse) whose parts share the window's arrays; its command-line timing entry point
+sits beside it so the figure is reproduced by the code that produces it.
 """
 
 from __future__ import annotations
