@@ -220,6 +220,11 @@ def _serve_network(scenario: Scenario, prefix: str | None, ready_file: str | Non
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _on_signal)
+    # Explicitly, not Python's default: a process started from a background job of a
+    # non-interactive shell (nohup, `cmd &` in a script, some CI runners) inherits SIGINT as
+    # ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C / SIGINT would not
+    # take the network down (seen: the user-topology test hung 60 s in such a job).
+    signal.signal(signal.SIGINT, _on_signal)
     topology = load_topology(scenario.topology)
     registry = lifecycle.RunRegistry("up", prefix=prefix)
     net = Network(scenario, registry, topology=topology)
@@ -544,6 +549,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = argparse.Namespace(func=cmd_compare, gate_args=argv[1:])
     else:
         args = parser.parse_args(argv)
+    # Ctrl-C / SIGINT interrupts every command (teardown runs in `finally`), even when this
+    # process inherited SIGINT as ignored from a background job of a script or CI runner,
+    # where Python would otherwise never raise KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args.func(args) or 0)
     except CfrbenchError as exc:

@@ -163,14 +163,18 @@ def test_up_with_a_user_topology_file(tmp_path):
     up with the file's nodes, `exec` reaches them, and Ctrl-C removes every namespace."""
     require_root()
     (tmp_path / "my_topo.py").write_text(USER_TOPOLOGY)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cfrbench.cli", "up", "--bare", "--topology", "./my_topo.py",
-         "--subscribers", "1", "--population", "0"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Output to a file, not a pipe nobody reads: a controller that prints more than a pipe
+    # holds (a fresh machine's warnings) would block on write and never see Ctrl-C through.
+    log = tmp_path / "up.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cfrbench.cli", "up", "--bare", "--topology",
+             "./my_topo.py", "--subscribers", "1", "--population", "0"],
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, text=True)
     prefix = None
     try:
         def running() -> lifecycle.RunState | None:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
             return next((r for r in lifecycle.list_runs()
                          if r.controller_pid == proc.pid and r.info.get("ready")), None)
 
@@ -185,7 +189,13 @@ def test_up_with_a_user_topology_file(tmp_path):
         assert ping.returncode == 0, ping.stdout + ping.stderr
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(60)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("cfrbench up did not stop within 60 s of Ctrl-C; its "
+                                 f"output:\n{log.read_text(errors='replace')[-3000:]}") from None
     assert prefix and not [n for n in netns() if n.startswith(prefix + "-")]
 
 
