@@ -87,7 +87,7 @@ PATH_TABLE: tuple[BenchPath, ...] = (
               "cgn", 0, 6, "CGN v6 (routed)", "#45417a", "cgn"),
     BenchPath("proxy6", "single off-path CONNECT proxy over IPv6, reached via a detour",
               "route", 1, 6, "proxy v6", "#8a3c01", "proxy", _NOT_THROUGH_PROXY),
-    BenchPath("proxy-chain6", "two chained off-path CONNECT proxies, every hop over IPv6",
+    BenchPath("proxy-chain6", "two chained CONNECT proxies over IPv6 (proxy-to-proxy hop IPv4)",
               "route", 2, 6, "proxy chain v6", "#99165a", "proxy-chain", _NOT_THROUGH_PROXY),
 )
 
