@@ -7,11 +7,19 @@ kept with a report. If ``model_params`` is given it also applies the model's ali
 against the model with ``simulator.validate_against_emulation``: the same flows, times,
 tickets and households, only the alias choice modelled, so disagreement points at a
 difference between the relay's behaviour and the model (or at a join/log problem).
+
+The behavioural-signature check (``validation.compare_with_keys``) is *paired*: the model runs
+on the emulation's own joined flows, so both tables hold the same households under the same
+codes (the join's household order) and one household resample applies to both sides; an
+unpaired CI (two independent resamples) is wider and let a wrong model pass. Each difference
+CI is widened by the model's key-draw variance, measured over ``signature_keys`` further
+model keys (``SimParams.seed``), as the point sweep (``validate_points``) does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +44,13 @@ from benchmarks.linkability.report import (
 )
 from benchmarks.linkability.simulator import (
     SimParams,
+    Trace,
     apply_policy,
     evaluate,
     trace_from_flows,
     validate_against_emulation,
 )
-from benchmarks.linkability.validation import compare
+from benchmarks.linkability.validation import DEFAULT_KEYS, KEY_SEED_STRIDE, compare_with_keys
 from benchmarks.linkability.workload import Workload, load_household_table
 
 Paths = str | Path | Sequence[str | Path]
@@ -112,19 +121,57 @@ def _signature_markdown(signatures: dict[str, list]) -> str:
         "",
         "## Model vs emulation: behavioural signatures (CI of model - emulation)",
         "",
-        "| policy | statistic | emulated | model | difference 95% CI | margin | ok |",
-        "|---|---|---|---|---|---|---|",
+        "The CI is from a paired household bootstrap (model run on the emulation's own "
+        "flows), widened by the model's key-draw variance (sd over further model keys).",
+        "",
+        "| policy | statistic | emulated | model | difference 95% CI | key sd | margin | ok |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for pol, rows in signatures.items():
         for r in rows:
             ci = r.get("difference_ci")
             ci_s = f"{ci[0]:+.3f} .. {ci[1]:+.3f}" if ci else "–"
+            sd = r.get("key_sd")
+            sd_s = f"{sd:.3f}" if sd is not None else "–"
             lines.append(
                 f"| {pol} | {r['statistic']} | {r.get('emulated', float('nan')):.3g} | "
-                f"{r.get('model', float('nan')):.3g} | {ci_s} | {r.get('margin', 0):.3g} | "
-                f"{'pass' if r['passed'] else 'FAIL'} |"
+                f"{r.get('model', float('nan')):.3g} | {ci_s} | {sd_s} | "
+                f"{r.get('margin', 0):.3g} | {'pass' if r['passed'] else 'FAIL'} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _signature_rows(
+    lab: FlowTable,
+    tr: Trace,
+    policy: str,
+    params: SimParams,
+    model_ft: FlowTable,
+    keys: int,
+) -> list[dict]:
+    """The paired, key-widened signature check of ``lab`` against the model of its own flows.
+
+    Pairing is valid because ``trace_from_flows`` and ``apply_policy`` carry ``lab``'s
+    household codes through unchanged, row for row: both tables code households in the
+    join's order (``lab.names["household"]``: the household table's order, then any
+    household the records name that the table lacks), so that list's length is the
+    ``n_households`` both sides are indexed by. Key 0 is ``params`` itself (the model shown
+    in the report); key ``k`` runs with ``seed + KEY_SEED_STRIDE * k``.
+    """
+    if not np.array_equal(model_ft.household, lab.household):
+        raise ValueError(
+            f"policy {policy!r}: the model's household codes differ from the emulated "
+            "flows'; the paired signature check needs the model run on the same flows "
+            "(trace_from_flows(lab, ...))"
+        )
+    n_households = max(len(lab.names.get("household", [])), int(lab.household.max(initial=-1)) + 1)
+
+    def model_for(k: int) -> FlowTable:
+        if k == 0:
+            return model_ft
+        return apply_policy(tr, policy, replace(params, seed=params.seed + KEY_SEED_STRIDE * k))
+
+    return compare_with_keys(lab, model_for, params.epoch_s, n_households, keys=keys)
 
 
 def analyse_emulation(
@@ -135,13 +182,16 @@ def analyse_emulation(
     window_s: float = 60.0,
     linkers: Mapping[str, lk.Linker] | None = None,
     model_params: SimParams | None = None,
+    signature_keys: int = DEFAULT_KEYS,
 ) -> dict:
     """Join, link and score each policy's records; write markdown + PNGs; return a dict.
 
     ``households`` is the workload's household table (or its path, or the Workload).
     Returns the ``linkability`` results.json section with, per policy, the ``evaluate()``
     metrics, join coverage and the access observer's view; plus ``validation`` rows when
-    ``model_params`` (pool size, epoch, block size...) is given.
+    ``model_params`` (pool size, epoch, block size...) is given, and the paired,
+    key-widened ``validation_signatures`` (``signature_keys`` further model keys; 0 or 1
+    leaves the CI household-only).
     """
     table = load_household_table(households)
     order = [h["household"] for h in table.get("households", [])]
@@ -181,7 +231,7 @@ def analyse_emulation(
             tr = trace_from_flows(lab, trait)
             model_ft = apply_policy(tr, pol, model_params)
             model[pol] = evaluate(model_ft, trait, linkers, window_s, profile_linkers=("addr",))
-            signatures[pol] = compare(lab, model_ft, model_params.epoch_s)
+            signatures[pol] = _signature_rows(lab, tr, pol, model_params, model_ft, signature_keys)
     scored = {p: r for p, r in results.items() if "pairwise" in r}
     rows = validate_against_emulation(scored, model) if model else []
     curves = {p: a["profiling"] for p, a in adversary.items()}

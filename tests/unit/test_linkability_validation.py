@@ -150,3 +150,121 @@ def test_turnover_ignores_flows_straddling_a_boundary_but_sees_persisting_aliase
     kept = _v6_table([10, 20, 30, 90, 70, 80], [1, 1, 1, 1, 2, 2])
     num, den = household_statistics(kept, epoch)["v6_alias_turnover"]
     assert num.sum() / den.sum() == 0.5
+
+
+def _keyed(trace: Trace, policy: str, p: SimParams):
+    """The model's flows of ``trace`` under ``policy``, key ``k`` as the analysis draws it."""
+    from benchmarks.linkability.validation import KEY_SEED_STRIDE
+
+    return lambda k: apply_policy(trace, policy, replace(p, seed=p.seed + KEY_SEED_STRIDE * k))
+
+
+def _width(r: dict, key: str = "difference_ci") -> float:
+    return r[key][1] - r[key][0]
+
+
+@pytest.mark.parametrize("policy", ["cfr-flow", "cfr-epoch", "cgn"])
+def test_paired_key_widened_check_passes_the_true_policy(traces, policy: str) -> None:
+    """Model against model on the *same* trace (as analyse_emulation runs it: the model on
+    the emulation's own flows), the "relay" under another key: the true policy passes, and
+    every row says it was paired and carries the key sd."""
+    from benchmarks.linkability.validation import compare_with_keys
+
+    emu_trace, _ = traces
+    relay_like = apply_policy(emu_trace, policy, replace(P, seed=1000))
+    rows = compare_with_keys(
+        relay_like, _keyed(emu_trace, policy, P), P.epoch_s, emu_trace.trait.size, keys=10
+    )
+    assert rows and not _failed(rows), rows
+    assert all(r["paired"] is True and "key_sd" in r for r in rows)
+    hpc = next(r for r in rows if r["statistic"] == "households_per_cell")
+    assert hpc["key_sd"] > 0  # which households share a cell is a key draw
+    lo, hi = hpc["difference_ci"]
+    assert lo <= hpc["difference_ci_households"][0] and hi >= hpc["difference_ci_households"][1]
+
+
+@pytest.mark.parametrize(
+    ("relay_ran", "model_says"), [("cfr-epoch", "cfr-flow"), ("cfr-flow", "cfr-epoch")]
+)
+def test_paired_check_fails_swapped_cfr_policies_with_a_narrower_ci(
+    traces, relay_ran: str, model_says: str
+) -> None:
+    """Same households on both sides: the swapped CFR policies fail the paired, key-widened
+    check, and on the same data the paired household CI is narrower than the unpaired one
+    (two independent household resamples), which is what let a wrong model pass before."""
+    from benchmarks.linkability.validation import compare_with_keys
+
+    emu_trace, _ = traces
+    n = emu_trace.trait.size
+    relay_like = apply_policy(emu_trace, relay_ran, replace(P, seed=1000))
+    model_for = _keyed(emu_trace, model_says, P)
+    paired = {
+        r["statistic"]: r for r in compare_with_keys(relay_like, model_for, P.epoch_s, n, keys=10)
+    }
+    unpaired = {r["statistic"]: r for r in compare(relay_like, model_for(0), P.epoch_s)}
+    assert {"alias_consistency", "households_per_cell"} <= _failed(list(paired.values()))
+    s = "households_per_cell"
+    assert not unpaired[s]["paired"]
+    assert _width(paired[s], "difference_ci_households") < _width(unpaired[s])
+
+
+def test_paired_ci_is_narrower_where_both_sides_share_the_households(traces) -> None:
+    """cfr-flow against cfr-flow on one trace: the household variation of households per
+    cell is shared, so even widened by the key sd the paired CI is far narrower than the
+    unpaired one; statistics both sides share exactly (cgn's own IPv6 addresses) have a
+    zero-width paired CI where the unpaired one is not."""
+    from benchmarks.linkability.validation import compare_with_keys
+
+    emu_trace, _ = traces
+    n = emu_trace.trait.size
+    for policy, stat, factor in (
+        ("cfr-flow", "households_per_cell", 0.75),
+        ("cgn", "v6_alias_turnover", 0.01),
+    ):
+        relay_like = apply_policy(emu_trace, policy, replace(P, seed=1000))
+        model_for = _keyed(emu_trace, policy, P)
+        paired = {
+            r["statistic"]: r
+            for r in compare_with_keys(relay_like, model_for, P.epoch_s, n, keys=10)
+        }
+        unpaired = {r["statistic"]: r for r in compare(relay_like, model_for(0), P.epoch_s)}
+        assert _width(paired[stat]) < factor * _width(unpaired[stat]), (policy, stat)
+
+
+def test_key_helpers_are_shared_with_the_point_sweep() -> None:
+    from benchmarks.linkability import validate_points, validation
+
+    assert validate_points._widen is validation.widen_by_key_sd
+    rows = [
+        {
+            "statistic": "x",
+            "difference": 0.0,
+            "difference_ci": [-0.01, 0.01],
+            "margin": 0.05,
+            "passed": True,
+        }
+    ]
+    validation.widen_by_key_sd(rows, {"x": 0.1}, 0.95)
+    assert rows[0]["key_sd"] == 0.1 and rows[0]["difference_ci_households"] == [-0.01, 0.01]
+    assert rows[0]["difference_ci"][0] < -0.19 and rows[0]["passed"] is True  # reaches 0.05
+
+
+def test_analysis_signature_rows_are_paired_and_key_widened(tmp_path: Path) -> None:
+    """analyse_emulation's signature check runs paired (the model on the emulation's own
+    flows) with the key sd, and its markdown says so."""
+    from benchmarks.linkability.analysis import analyse_emulation
+
+    golden = Path(__file__).resolve().parent / "golden" / "linkability"
+    gt, fd = golden / "ground_truth.jsonl", golden / "frontdoor.jsonl"
+    res = analyse_emulation(
+        {"cfr-flow": gt},
+        {"cfr-flow": fd},
+        golden / "households.json",
+        tmp_path,
+        model_params=SimParams(pool=4, epoch_s=60.0),
+        signature_keys=4,
+    )
+    rows = res["validation_signatures"]["cfr-flow"]
+    assert rows and all(r["paired"] is True and "key_sd" in r for r in rows), rows
+    md = (tmp_path / "linkability.md").read_text()
+    assert "paired household bootstrap" in md and "key-draw variance" in md
