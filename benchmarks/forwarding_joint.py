@@ -37,6 +37,17 @@ How, per capture (one block of the schedule):
    rules and through its flows' conntrack/NAT state, compared with the reference's within
    ~200 ms.
 
+A routed path in the set (IPv6 ``cgn6``: the relay's CGN translates IPv4 only) has no NAT
+binding to pin: under the aliasing policies' rules the relay's leak guard drops its packets,
+as it must. A TCP flow then stalls for two windows in three, backs off, and its iperf3
+server, never seeing the client's close, stays busy into the next block (measured: 14 of 36
+IPv6 samples failed with "did not start"). So when any path of the set is routed, every flow
+of the capture is UDP at a fixed rate (iperf3 -u, datagram payloads sized like the MSSs so
+lengths still tell the flows apart): a UDP sender keeps its pace through the windows in
+which its packets are dropped, and only its own-rules packets are used anyway. Before the
+flows are stopped the routed path's rules are made active again, so its iperf3 control
+connection can close; the servers also give up an idle test after a few seconds.
+
 Per-flow rule work (the SNAT choice on a flow's first packet) is not per-packet cost; the
 connection-rate benchmark measures it. Packets are single segments, as a router's NIC hands
 them up, not the 40-64 KB GSO aggregates veths carry by default, whose size (set per flow
@@ -100,6 +111,9 @@ MIN_PACKETS = 40
 MIN_FLOW_SHARE = 0.05
 #: First port of the extra iperf3 servers on the transit router (one per concurrent flow).
 FIRST_PORT = 5211
+#: iperf3 servers end a test whose data has stopped for this long (ms): a client killed
+#: while its close could not get through must not leave the server busy for the next block.
+SERVER_RCV_TIMEOUT_MS = 3000
 #: Attempts per capture when the capture, not the relay, failed (lost events, flows not
 #: told apart, too few packets); every problem is kept in the records.
 ATTEMPTS = 3
@@ -345,7 +359,8 @@ class JointSampler:
             transit = self.env.net[self.env.net.roles.transit]
             for i in range(len(self.servers), len(self.paths)):
                 port = FIRST_PORT + i + (10 if self.family == 6 else 0)
-                transit.spawn(["iperf3", "-s", "-B", addr, "-p", str(port)],
+                transit.spawn(["iperf3", "-s", "-B", addr, "-p", str(port),
+                               "--rcv-timeout", str(SERVER_RCV_TIMEOUT_MS)],
                               label=f"iperf3-joint-{i}",
                               log=self.env.workdir / f"iperf3-joint-{i}.log")
                 self.servers.append((addr, port))
@@ -370,24 +385,29 @@ class JointSampler:
         workdir.mkdir(parents=True, exist_ok=True)
         data = workdir / "joint.perf.data"
         iface = env.net.roles.interface(env.net.roles.client)
+        routed = routed_paths(self.paths)
+        udp = bool(routed)
         restore = _segment_on_client(client, iface)
         try:
             for path, (addr, port) in zip(order, servers, strict=False):
                 env.select(path)
                 argv = client.command(
-                    [*_same_core(), "iperf3", "-c", addr, "-p", str(port),
-                     "-B", env.client_source(self.family), "-M", str(mss[path]),
-                     "-b", f"{rate / len(order):g}M", "-C", cc, "-t", str(int(duration + 30))])
+                    [*_same_core(), *flow_command(addr, port, env.client_source(self.family),
+                                                  mss[path], rate / len(order), cc,
+                                                  duration + 30, udp)])
                 flows.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
                                               stderr=subprocess.PIPE, text=True,
                                               start_new_session=True))
                 try:
-                    wait_until(lambda port=port: _established(client, port) >= 2,
+                    wait_until(lambda port=port: _flow_started(client, port, udp),
                                timeout_s=10, interval_s=0.02,
-                               what=f"iperf3 data connection to port {port}")
+                               what=f"iperf3 {'UDP' if udp else 'TCP'} data flow to port {port}")
                 except WaitTimeout as exc:
-                    return self._all_failed(f"flow for {path} did not start: {exc}")
+                    return self._all_failed(f"flow for {path} did not start: {exc}"
+                                            + _stderr_tail(flows[-1]))
             windows, perf_err = self._record_rotating(data, ingress, egress, duration)
+            if routed:
+                env.select(routed[0])  # let the routed flow's control connection close
             if not data.exists() or data.stat().st_size == 0:
                 raise EnvironmentProblem("perf record wrote no trace (needs root and "
                                          f"tracefs; perf said: {perf_err[-200:] or 'nothing'})")
@@ -403,7 +423,8 @@ class JointSampler:
         packets, lost = up_packets(script.stdout.splitlines(), ingress, egress)
         capture = attribute(packets, windows, flows_by_size(packets, mss))
         capture.lost_events = lost
-        common = {"windows": len(windows), "congestion_control": cc,
+        common = {"windows": len(windows), "congestion_control": None if udp else cc,
+                  "transport": "udp" if udp else "tcp", "routed_paths": list(routed),
                   "rate_mbit_per_flow": rate / len(order), "up_packets_traced": len(packets)}
         per_path, problem = results(capture, self.paths, self.captures, common)
         for path in self.paths:
@@ -477,10 +498,44 @@ def _segment_on_client(node: Any, iface: str) -> list[str]:
     return restore or ["tso", "on", "gso", "on"]
 
 
-def _established(node: Any, port: int) -> int:
-    out = node.run(["ss", "-Htn", "state", "established", f"( dport = :{port} )"],
+def routed_paths(paths: Sequence[str]) -> tuple[str, ...]:
+    """The paths of the set whose packets the relay routes without a NAT binding (their
+    flows are not pinned to their policy, so other policies' leak guards drop them)."""
+    return tuple(p for p in paths if path_table.relay_mode(p) == "route")
+
+
+def flow_command(addr: str, port: int, source: str, size: int, rate_mbit: float, cc: str,
+                 seconds: float, udp: bool) -> list[str]:
+    """iperf3 client argv of one flow: TCP with MSS `size`, or (a routed path in the set)
+    UDP datagrams of `size` bytes: 12 bytes longer packets than the TCP segments (UDP's 8
+    header bytes against TCP's 20), still 20 bytes apart and ranked like the MSSs, so
+    `flows_by_size` tells them apart the same way."""
+    argv = ["iperf3", "-c", addr, "-p", str(port), "-B", source,
+            "-b", f"{rate_mbit:g}M", "-t", str(int(seconds))]
+    if udp:
+        return [*argv, "-u", "-l", str(size)]
+    return [*argv, "-M", str(size), "-C", cc]
+
+
+def _flow_started(node: Any, port: int, udp: bool) -> bool:
+    """Control connection up and data flowing: a second established TCP connection, or for
+    UDP the client's connected datagram socket (iperf3 connects it once the test starts)."""
+    tcp = _established(node, port, "-Htn")
+    return tcp >= 1 and _established(node, port, "-Hun") >= 1 if udp else tcp >= 2
+
+
+def _established(node: Any, port: int, flags: str = "-Htn") -> int:
+    out = node.run(["ss", flags, "state", "established", f"( dport = :{port} )"],
                    check=False).stdout
     return sum(1 for line in out.splitlines() if line.strip())
+
+
+def _stderr_tail(proc: subprocess.Popen) -> str:
+    """What iperf3 said, if it has already exited (e.g. 'the server is busy')."""
+    if proc.poll() is None or proc.stderr is None:
+        return ""
+    err = proc.stderr.read().strip()
+    return f" (iperf3: {err[-200:]})" if err else ""
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

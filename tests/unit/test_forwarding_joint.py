@@ -153,3 +153,15 @@ def test_round_pairing_cancels_a_machine_state_the_paths_met_in_different_shares
     assert ratio == pytest.approx(1.10) and rounds == 10
     assert joint.round_paired_ratio(per_window, "cgn", "cgn") == (1.0, 10)
     assert joint.round_paired_ratio({}, "cfr-flow", "cgn") == (None, 0)
+
+
+def test_a_routed_path_makes_every_flow_udp_sized_like_its_mss() -> None:
+    # IPv6 cgn6 is routed (the relay's CGN translates IPv4 only): its flow has no NAT
+    # binding, the aliasing policies' leak guards drop it, so the set is measured with UDP.
+    assert joint.routed_paths(("cgn6", "cfr-flow6", "cfr-epoch6")) == ("cgn6",)
+    assert joint.routed_paths(("cgn", "cfr-flow", "cfr-epoch")) == ()
+    tcp = joint.flow_command("198.19.0.9", 5211, "198.18.1.1", 1400, 50.0, "cubic", 32, udp=False)
+    assert tcp[-4:] == ["-M", "1400", "-C", "cubic"] and "-u" not in tcp
+    udp = joint.flow_command("2001:db8::9", 5221, "2001:db8::1", 1380, 50.0, "cubic", 32, udp=True)
+    assert udp[-3:] == ["-u", "-l", "1380"] and "-M" not in udp and "-C" not in udp
+    assert udp[udp.index("-b") + 1] == "50M" and udp[udp.index("-B") + 1] == "2001:db8::1"
