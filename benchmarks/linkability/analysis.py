@@ -31,6 +31,7 @@ from benchmarks.linkability.flows import FlowTable
 from benchmarks.linkability.metrics import pairwise_ci
 from benchmarks.linkability.observations import (
     access_observer_view,
+    connections_only,
     join_records,
     load_many,
     trait_vector,
@@ -231,7 +232,12 @@ def analyse_emulation(
             tr = trace_from_flows(lab, trait)
             model_ft = apply_policy(tr, pol, model_params)
             model[pol] = evaluate(model_ft, trait, linkers, window_s, profile_linkers=("addr",))
-            signatures[pol] = _signature_rows(lab, tr, pol, model_params, model_ft, signature_keys)
+            # signatures of alias behaviour count connections (see connections_only)
+            conns = connections_only(lab)
+            tr_c = trace_from_flows(conns, trait) if len(conns) != len(lab) else tr
+            model_c = apply_policy(tr_c, pol, model_params) if tr_c is not tr else model_ft
+            signatures[pol] = _signature_rows(conns, tr_c, pol, model_params, model_c,
+                                              signature_keys)
     scored = {p: r for p, r in results.items() if "pairwise" in r}
     rows = validate_against_emulation(scored, model) if model else []
     curves = {p: a["profiling"] for p, a in adversary.items()}

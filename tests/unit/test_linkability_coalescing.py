@@ -107,3 +107,29 @@ def test_same_connection_without_column_joins_nothing() -> None:
     ft, _ = join_records(gt, fd)
     ft.extra.pop(CONN_COLUMN)
     assert len(set(lk.same_connection(ft).tolist())) == len(ft)
+
+
+def test_alias_signatures_count_connections_not_coalesced_hosts() -> None:
+    # A relay renewing every IPv6 alias per 15 s epoch: connection c1 opens at t=2 with
+    # alias A, a host coalesced onto it is first asked at t=20 (next epoch) on that same
+    # alias; c2 opens at t=5 on A too (a collision in the pool). Counted per row, alias A
+    # appears in two epochs (turnover < 1); counted per connection it stays in one.
+    from benchmarks.linkability.observations import connections_only
+    from benchmarks.linkability.validation import household_statistics
+
+    a, b = f"{1:064x}", f"{2:064x}"
+    gt = [_visit(a, "h1", "d1", "site-0001.example", 2.0),
+          _visit(a, "h1", "d1", "site-0002.example", 20.0),
+          _visit(b, "h2", "d2", "site-0003.example", 5.0)]
+    fd = [_conn(a, 2.0, "2001:db8:a::1", 40001, "site-0001.example",
+                [("site-0001.example", 1, 0.0), ("site-0002.example", 1, 18000.0)]),
+          _conn(b, 5.0, "2001:db8:a::1", 40002, "site-0003.example", None)]
+    ft, _ = join_records(gt, fd, households=["h1", "h2"])
+    assert len(ft) == 3 and ft.ts[1] == 20.0
+    per_row = household_statistics(ft, 15.0)["v6_alias_turnover"]
+    conns = connections_only(ft)
+    per_conn = household_statistics(conns, 15.0)["v6_alias_turnover"]
+    assert len(conns) == 2 and per_row[0].sum() / per_row[1].sum() == 0.0
+    assert per_conn[0].sum() / per_conn[1].sum() == 1.0
+    ft.extra.pop(CONN_COLUMN)
+    assert connections_only(ft) is ft
