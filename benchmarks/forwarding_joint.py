@@ -65,7 +65,9 @@ blocks; 16 and 40 no-op rules planted in cfr-flow's forward chain (positive cont
 [0.969, 1.002] and cfr-epoch x1.001 [0.989, 1.013] after 16 blocks; 40 planted rules x1.14
 [1.10, 1.23], worse after 8 (tests/integration/test_forwarding_cost_control.py). IPv6
 (UDP flows, routed cgn6 as reference), quiet machine: cgn6 4.54 us/packet, cfr-flow6 x1.07
-[1.061, 1.084], cfr-epoch6 x1.062 [1.055, 1.07], worse after 16 blocks (NAT66's own cost).
+[1.061, 1.084], cfr-epoch6 x1.062 [1.055, 1.07], worse after 16 blocks; two more quiet runs
+gave cfr-epoch6 x1.051 and x1.049, undecided at the 5% margin (NAT66's own cost: with every
+leak-guard rule removed, cfr-flow6 read x1.04 [1.035, 1.058] in the same run).
 
 Over 400 lines on purpose: one capture procedure (flows, rotation, perf, attribution, per-
 path figures) whose steps share their timing and are tested as pure functions; splitting it
