@@ -511,9 +511,10 @@ def routed_paths(paths: Sequence[str]) -> tuple[str, ...]:
 def flow_command(addr: str, port: int, source: str, size: int, rate_mbit: float, cc: str,
                  seconds: float, udp: bool) -> list[str]:
     """iperf3 client argv of one flow: TCP with MSS `size`, or (a routed path in the set)
-    UDP datagrams of `size` bytes: 12 bytes longer packets than the TCP segments (UDP's 8
-    header bytes against TCP's 20), still 20 bytes apart and ranked like the MSSs, so
-    `flows_by_size` tells them apart the same way."""
+    UDP datagrams of `size` bytes: packets 12 bytes shorter than that MSS's TCP segments
+    (IP + 8 + size against IP + 20 + size, the timestamp option's 12 bytes coming out of
+    the MSS), still 20 bytes apart and ranked like the MSSs, so `flows_by_size` tells them
+    apart the same way."""
     argv = ["iperf3", "-c", addr, "-p", str(port), "-B", source,
             "-b", f"{rate_mbit:g}M", "-t", str(int(seconds))]
     if udp:
