@@ -45,7 +45,6 @@ from benchmarks.linkability.report import (
 )
 from benchmarks.linkability.simulator import (
     SimParams,
-    Trace,
     apply_policy,
     evaluate,
     trace_from_flows,
@@ -143,36 +142,27 @@ def _signature_markdown(signatures: dict[str, list]) -> str:
 
 
 def _signature_rows(
-    lab: FlowTable,
-    tr: Trace,
-    policy: str,
-    params: SimParams,
-    model_ft: FlowTable,
-    keys: int,
+    lab: FlowTable, trait: np.ndarray, policy: str, params: SimParams, keys: int
 ) -> list[dict]:
-    """The paired, key-widened signature check of ``lab`` against the model of its own flows.
+    """The paired, key-widened signature check of ``lab``'s connections against the model
+    run on those same connections.
 
-    Pairing is valid because ``trace_from_flows`` and ``apply_policy`` carry ``lab``'s
-    household codes through unchanged, row for row: both tables code households in the
-    join's order (``lab.names["household"]``: the household table's order, then any
-    household the records name that the table lacks), so that list's length is the
-    ``n_households`` both sides are indexed by. Key 0 is ``params`` itself (the model shown
-    in the report); key ``k`` runs with ``seed + KEY_SEED_STRIDE * k``.
+    Connections, not rows (``connections_only``): the relay picks an alias per connection.
+    Pairing is valid because ``trace_from_flows`` and ``apply_policy`` carry the household
+    codes through unchanged, row for row: both tables code households in the join's order
+    (``lab.names["household"]``: the household table's order, then any household the
+    records name that the table lacks), so that list's length is the ``n_households`` both
+    sides are indexed by. Key 0 is ``params`` itself; key ``k`` runs with
+    ``seed + KEY_SEED_STRIDE * k``.
     """
-    if not np.array_equal(model_ft.household, lab.household):
-        raise ValueError(
-            f"policy {policy!r}: the model's household codes differ from the emulated "
-            "flows'; the paired signature check needs the model run on the same flows "
-            "(trace_from_flows(lab, ...))"
-        )
+    conns = connections_only(lab)
+    tr = trace_from_flows(conns, trait)
     n_households = max(len(lab.names.get("household", [])), int(lab.household.max(initial=-1)) + 1)
 
     def model_for(k: int) -> FlowTable:
-        if k == 0:
-            return model_ft
         return apply_policy(tr, policy, replace(params, seed=params.seed + KEY_SEED_STRIDE * k))
 
-    return compare_with_keys(lab, model_for, params.epoch_s, n_households, keys=keys)
+    return compare_with_keys(conns, model_for, params.epoch_s, n_households, keys=keys)
 
 
 def analyse_emulation(
@@ -232,12 +222,7 @@ def analyse_emulation(
             tr = trace_from_flows(lab, trait)
             model_ft = apply_policy(tr, pol, model_params)
             model[pol] = evaluate(model_ft, trait, linkers, window_s, profile_linkers=("addr",))
-            # signatures of alias behaviour count connections (see connections_only)
-            conns = connections_only(lab)
-            tr_c = trace_from_flows(conns, trait) if len(conns) != len(lab) else tr
-            model_c = apply_policy(tr_c, pol, model_params) if tr_c is not tr else model_ft
-            signatures[pol] = _signature_rows(conns, tr_c, pol, model_params, model_c,
-                                              signature_keys)
+            signatures[pol] = _signature_rows(lab, trait, pol, model_params, signature_keys)
     scored = {p: r for p, r in results.items() if "pairwise" in r}
     rows = validate_against_emulation(scored, model) if model else []
     curves = {p: a["profiling"] for p, a in adversary.items()}

@@ -31,12 +31,7 @@ import numpy as np
 
 from benchmarks.linkability.flows import FlowTable
 from benchmarks.linkability.simulator import SimParams, apply_policy, trace_from_workload
-from benchmarks.linkability.validation import (
-    KEY_SEED_STRIDE,
-    compare_with_keys,
-    key_sd,
-    widen_by_key_sd,
-)
+from benchmarks.linkability.validation import KEY_SEED_STRIDE, compare_with_keys
 
 POLICIES: tuple[str, ...] = ("cfr-flow", "cfr-epoch", "cgn")
 
@@ -234,26 +229,6 @@ def evaluate_point(
         "checks": checks,
         "ok": bool(checks) and all(c["ok"] for c in checks),
     }
-
-
-def _key_sd(
-    model_for: Callable[[str, str, int | None, int], FlowTable],
-    relay: str,
-    pol: str,
-    block: int | None,
-    epoch_s: float,
-    n_households: int,
-    keys: int,
-) -> dict[str, float]:
-    """Per statistic: sd of the model's value over ``keys`` further keys (1..keys); the
-    sweep's adapter to ``validation.key_sd``."""
-    return key_sd(
-        (model_for(relay, pol, block, k) for k in range(1, keys + 1)), epoch_s, n_households
-    )
-
-
-#: Kept under its old name for callers of the sweep; the logic lives in ``validation``.
-_widen = widen_by_key_sd
 
 
 def _f(x: object, fmt: str = ".3f") -> str:

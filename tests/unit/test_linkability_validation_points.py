@@ -160,7 +160,7 @@ def test_key_widened_ci_holds_zero_under_the_null() -> None:
     """Same mechanism, another key and another workload each time: the widened CI of the
     households-per-cell difference holds 0 at about the nominal rate (measured 0.96 over
     80; the household-only CI 0.91)."""
-    from benchmarks.linkability.validate_points import _key_sd, _widen
+    from benchmarks.linkability.validation import compare_with_keys
 
     pt = DEFAULT_POINTS[1]
     reps, hits = 30, 0
@@ -174,10 +174,11 @@ def test_key_widened_ci_holds_zero_under_the_null() -> None:
 
         rows = [
             x
-            for x in compare(relay, mf("", "cfr-epoch", None, 0), pt.epoch_s, n_households=n)
+            for x in compare_with_keys(
+                relay, lambda k, mf=mf: mf("", "cfr-epoch", None, k), pt.epoch_s, n, keys=10
+            )
             if x["statistic"] == "households_per_cell"
         ]
-        _widen(rows, _key_sd(mf, "", "cfr-epoch", None, pt.epoch_s, n, 10), 0.95)
         lo, hi = rows[0]["difference_ci"]
         assert rows[0]["key_sd"] > 0
         assert lo <= rows[0]["difference_ci_households"][0]
